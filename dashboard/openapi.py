@@ -1,0 +1,107 @@
+"""The OpenAPI 3.1 document, derived from the routes themselves and the pydantic request models.
+
+Routes declare their body and answers with @documented; paths, parameters and summaries come
+from Flask's URL map and the views' docstrings, so the document can't drift from the code.
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+API_TITLE = "tlbench API"
+API_VERSION = "1"
+PATH_PARAMETER = re.compile(r"<(?:(?P<converter>[^:<>]+):)?(?P<name>[^<>]+)>")
+CONVERTER_TYPES = {"int": "integer", "float": "number"}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "What is wrong, naming the field"},
+                   "field": {"type": ["string", "null"], "description": "The field at fault, if one"}},
+}
+
+
+def documented(body: type[BaseModel] | None = None, multipart_file: bool = False, responses: dict | None = None):
+    """Attach what the OpenAPI document should say about a view's body and answers."""
+    def attach(view):
+        view.openapi = {"body": body, "multipart_file": multipart_file, "responses": responses or {200: "OK"}}
+        return view
+    return attach
+
+
+def build_openapi(app: Flask, prefix: str = "/api/v1") -> dict:
+    """Describe every route under `prefix`."""
+    paths: dict[str, dict] = {}
+    models: set[type[BaseModel]] = set()
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.rule.startswith(prefix):
+            continue
+        view = app.view_functions[rule.endpoint]
+        declared = getattr(view, "openapi", {"body": None, "multipart_file": False, "responses": {200: "OK"}})
+        if declared["body"]:
+            models.add(declared["body"])
+        path = PATH_PARAMETER.sub(r"{\g<name>}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule, view, declared)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": API_TITLE, "version": API_VERSION},
+        "paths": paths,
+        "components": {"schemas": {**_schemas(models), "Error": ERROR_SCHEMA}},
+    }
+
+
+def _operation(rule, view, declared: dict) -> dict:
+    """One operation object: summary, path parameters, request body, answers."""
+    operation = {
+        "operationId": rule.endpoint.split(".")[-1],
+        "summary": (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else rule.endpoint,
+        "parameters": [_path_parameter(match) for match in PATH_PARAMETER.finditer(rule.rule)],
+        "responses": _responses(declared["responses"]),
+    }
+    content = _request_content(declared)
+    if content:
+        operation["requestBody"] = {"required": True, "content": content}
+    return operation
+
+
+def _path_parameter(match: re.Match) -> dict:
+    """A path parameter with the type its URL converter enforces."""
+    schema_type = CONVERTER_TYPES.get(match["converter"] or "", "string")
+    return {"name": match["name"], "in": "path", "required": True, "schema": {"type": schema_type}}
+
+
+def _request_content(declared: dict) -> dict:
+    """The media types a view accepts."""
+    content = {}
+    if declared["body"]:
+        content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{declared['body'].__name__}"}}
+    if declared["multipart_file"]:
+        content["multipart/form-data"] = {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "contentMediaType": "application/zip"},
+                           "name": {"type": "string"}}}}
+    return content
+
+
+def _responses(declared: dict[int, str]) -> dict:
+    """Declared answers, plus the JSON error every route may give."""
+    responses = {str(status): {"description": text} for status, text in declared.items()}
+    for status, response in responses.items():
+        if int(status) >= 400:
+            response["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    responses.setdefault("4XX", {"description": "Refused: the error names the field and the problem",
+                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    return responses
+
+
+def _schemas(models: set[type[BaseModel]]) -> dict:
+    """JSON Schemas of the request models (and what they reference), for components."""
+    if not models:
+        return {}
+    ordered = sorted(models, key=lambda model: model.__name__)
+    _, top = models_json_schema([(model, "validation") for model in ordered],
+                                ref_template="#/components/schemas/{model}")
+    return top.get("$defs", {})

@@ -1,0 +1,114 @@
+"""Request bodies of the JSON API, validated with pydantic; errors name the field."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from jobs.backbones import BACKBONES, get_backbone
+
+SPECIAL_WEIGHTS = ("imagenet", "none")
+
+
+class RequestModel(BaseModel):
+    """Strict: no unknown fields, no silent type coercion ("5" is not a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DatasetPathRequest(RequestModel):
+    """Register a folder that already lies under one of the allowed data roots."""
+
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="Folder of class sub-folders")]
+    name: Annotated[str | None, Field(default=None, min_length=1, max_length=200)] = None
+
+
+ImageSize = Annotated[int, Field(ge=1, le=2048)]
+
+
+class BenchmarkRequest(RequestModel):
+    """One dataset, a list of backbones, and the training configuration they share."""
+
+    name: Annotated[str | None, Field(default=None, min_length=1, max_length=200)] = None
+    dataset: Annotated[int, Field(ge=1, description="Id of a registered dataset")]
+    backbones: Annotated[list[str], Field(min_length=1, max_length=len(BACKBONES))]
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    image_size: ImageSize | dict[str, ImageSize] | None = Field(
+        default=None, validate_default=True,
+        description="One size for all, or backbone → size; default: each backbone's own")
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    patience: Annotated[int, Field(ge=0, le=10_000)] = 10
+    weights: Annotated[str, Field(min_length=1, max_length=4096,
+                                  description='"imagenet", "none", or the path of a weights file')] = "imagenet"
+    augment: bool = False
+    fine_tune_layers: Annotated[int, Field(ge=0, le=10_000)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
+
+    @field_validator("backbones")
+    @classmethod
+    def known_and_distinct(cls, names: list[str]) -> list[str]:
+        """Every backbone exists in the registry, and none is asked twice."""
+        unknown = [name for name in names if name not in BACKBONES]
+        if unknown:
+            raise ValueError(f"unknown backbone {unknown[0]!r} (GET /api/v1/backbones lists them)")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return names
+
+    @field_validator("weights")
+    @classmethod
+    def weights_choice_or_file(cls, weights: str) -> str:
+        """Either a named choice or an existing weights file."""
+        if weights in SPECIAL_WEIGHTS or Path(weights).is_file():
+            return weights
+        raise ValueError(f'must be "imagenet", "none" or the path of an existing weights file, not {weights!r}')
+
+    @field_validator("image_size")
+    @classmethod
+    def sizes_fit_backbones(cls, image_size, info: ValidationInfo):
+        """Each backbone gets a size, and no size is below its backbone's minimum."""
+        backbones = info.data.get("backbones", [])
+        if isinstance(image_size, dict):
+            unknown = sorted(set(image_size) - set(backbones))
+            if unknown:
+                raise ValueError(f"names backbones that are not in backbones: {', '.join(unknown)}")
+        for name in backbones:
+            size, minimum = size_for(image_size, name), get_backbone(name).min_size
+            if size < minimum:
+                raise ValueError(f"{size} px is below {name}'s minimum of {minimum} px")
+        return image_size
+
+    def size_for(self, backbone: str) -> int:
+        """The input size this backbone trains at."""
+        return size_for(self.image_size, backbone)
+
+    def job_specs(self) -> list[dict]:
+        """One job spec (jobs.spec.JobSpec fields) per backbone, sharing everything but size."""
+        shared = self.model_dump(exclude={"name", "dataset", "backbones", "image_size"})
+        return [{**shared, "backbone": name, "image_size": self.size_for(name)} for name in self.backbones]
+
+
+def size_for(image_size: int | dict[str, int] | None, backbone: str) -> int:
+    """Resolve the requested size for one backbone: one size for all, a per-backbone size, or its default."""
+    if isinstance(image_size, int):
+        return image_size
+    if isinstance(image_size, dict) and backbone in image_size:
+        return image_size[backbone]
+    return get_backbone(backbone).default_size
+
+
+def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
+    """The first problem as "field: message", and the field's name for forms to point at."""
+    first = error.errors(include_url=False)[0]
+    # The top-level field is what a form can point at; deeper parts are union branches and indexes.
+    field = str(first["loc"][0]) if first["loc"] else None
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = "is required"
+    elif first["type"] == "extra_forbidden":
+        message = "is not a known field"
+    return (f"{field}: {message}" if field else message), field

@@ -1,0 +1,166 @@
+"""The tables: datasets, benchmarks, jobs and their epochs."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, so every timestamp is unambiguous in the API."""
+    return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored in UTC that always comes back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        """Store every timestamp in UTC."""
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        """Give back an aware datetime whatever the driver returned."""
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every tlbench table."""
+
+
+class JobStatus(str, enum.Enum):
+    """Lifecycle of one job: queued → running → succeeded | failed | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the three end states."""
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Dataset(Base):
+    """A folder of class sub-folders, scanned once when it was registered."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    root: Mapped[str] = mapped_column(Text)
+    uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    classes: Mapped[list] = mapped_column(JSON)
+    counts: Mapped[dict] = mapped_column(JSON)
+    skipped: Mapped[list] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # Every kept file as [path, label, subset]; only the worker needs it, so it loads on demand.
+    manifest: Mapped[list] = deferred(mapped_column(JSON))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    benchmarks: Mapped[list[Benchmark]] = relationship(back_populates="dataset")
+
+
+class Benchmark(Base):
+    """One dataset, one shared configuration, one job per backbone."""
+
+    __tablename__ = "benchmarks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    config: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="benchmarks")
+    jobs: Mapped[list[Job]] = relationship(back_populates="benchmark", order_by="Job.id")
+
+    @property
+    def status(self) -> JobStatus:
+        """The benchmark's state, derived from its jobs'."""
+        statuses = {job.status for job in self.jobs}
+        if statuses == {JobStatus.QUEUED}:
+            return JobStatus.QUEUED
+        if JobStatus.RUNNING in statuses or JobStatus.QUEUED in statuses:
+            return JobStatus.RUNNING
+        for end_state in (JobStatus.FAILED, JobStatus.CANCELLED):
+            if end_state in statuses:
+                return end_state
+        return JobStatus.SUCCEEDED
+
+
+class Job(Base):
+    """One backbone of one benchmark, and everything known about its run."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    benchmark_id: Mapped[int] = mapped_column(ForeignKey("benchmarks.id"), index=True)
+    backbone: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=JobStatus.QUEUED,
+        index=True,
+    )
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    phase: Mapped[str | None] = mapped_column(String(200))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    benchmark: Mapped[Benchmark] = relationship(back_populates="jobs")
+    epochs: Mapped[list[Epoch]] = relationship(back_populates="job", order_by="Epoch.epoch")
+
+
+class Epoch(Base):
+    """The metrics of one epoch of one job; (job, epoch) is unique."""
+
+    __tablename__ = "epochs"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_per_job"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_second: Mapped[float | None] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="epochs")
+
+
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "images_per_second")

@@ -1,0 +1,144 @@
+"""The few writes and reads the web app and the workers need, each one short transaction.
+
+Every write a worker makes names the attempt it belongs to: the database decides which
+attempt owns a job, so a stale attempt can no longer change it.
+"""
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from db.models import EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, utcnow
+
+
+class NotFound(LookupError):
+    """The row asked for does not exist."""
+
+
+def get_or_404(session: Session, model, row_id: int):
+    """Fetch one row by primary key or raise NotFound naming it."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"{model.__tablename__[:-1]} {row_id} not found")
+    return row
+
+
+def add_dataset(session: Session, **fields) -> Dataset:
+    """Insert a scanned dataset and return it with its id."""
+    dataset = Dataset(**fields)
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    """Every dataset, newest first."""
+    return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+
+
+def create_benchmark(session: Session, *, name: str, dataset_id: int, config: dict, specs: list[dict]) -> Benchmark:
+    """Insert a benchmark and one queued job per spec (each spec names its backbone)."""
+    benchmark = Benchmark(name=name, dataset_id=dataset_id, config=config)
+    benchmark.jobs = [Job(backbone=spec["backbone"], spec=spec, status=JobStatus.QUEUED) for spec in specs]
+    session.add(benchmark)
+    session.flush()
+    return benchmark
+
+
+def list_benchmarks(session: Session) -> list[Benchmark]:
+    """Every benchmark with its jobs and dataset, newest first."""
+    query = select(Benchmark).options(selectinload(Benchmark.jobs), selectinload(Benchmark.dataset))
+    return list(session.scalars(query.order_by(Benchmark.id.desc())))
+
+
+def job_epochs(session: Session, job_id: int) -> list[Epoch]:
+    """A job's epoch rows in order."""
+    get_or_404(session, Job, job_id)
+    return list(session.scalars(select(Epoch).where(Epoch.job_id == job_id).order_by(Epoch.epoch)))
+
+
+def claim_job(session: Session, job_id: int, worker: str) -> int | None:
+    """Mark a queued job running for a new attempt; None when it is not queued (cancelled, taken, gone)."""
+    job = session.get(Job, job_id)
+    if job is None or job.status is not JobStatus.QUEUED:
+        return None
+    now = utcnow()
+    job.status, job.worker, job.attempt = JobStatus.RUNNING, worker, job.attempt + 1
+    job.started_at, job.heartbeat_at, job.finished_at = now, now, None
+    job.error = job.traceback = job.summary = None
+    return job.attempt
+
+
+def _owned_job(session: Session, job_id: int, attempt: int) -> Job | None:
+    """The job if this attempt still owns it (it is running under that attempt number)."""
+    job = session.get(Job, job_id)
+    if job is None or job.attempt != attempt or job.status is not JobStatus.RUNNING:
+        return None
+    return job
+
+
+def record_epoch(session: Session, job_id: int, attempt: int, epoch: int, metrics: dict) -> bool:
+    """Write one epoch row, replacing the row of the same epoch if a retry wrote it before."""
+    job = _owned_job(session, job_id, attempt)
+    if job is None:
+        return False
+    values = {name: _finite_or_none(metrics.get(name)) for name in EPOCH_METRICS}
+    row = session.scalar(select(Epoch).where(Epoch.job_id == job_id, Epoch.epoch == epoch))
+    if row is None:
+        session.add(Epoch(job_id=job_id, epoch=epoch, **values))
+    else:
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.recorded_at = utcnow()
+    job.heartbeat_at = utcnow()
+    return True
+
+
+def _finite_or_none(value) -> float | None:
+    """Store NaN and infinities as NULL: JSON has no spelling for them."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def heartbeat(session: Session, job_id: int, attempt: int, phase: str | None = None) -> bool:
+    """Say the attempt is alive (and what it is doing); False when it lost the job."""
+    values = {"heartbeat_at": utcnow()}
+    if phase is not None:
+        values["phase"] = phase
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def cancel_requested(session: Session, job_id: int) -> bool:
+    """Whether someone asked this job to stop."""
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def finish_job(session: Session, job_id: int, attempt: int, status: JobStatus, summary: dict | None = None,
+               error: str | None = None, traceback: str | None = None) -> bool:
+    """Close an attempt with its end state; False when the attempt no longer owns the job."""
+    job = _owned_job(session, job_id, attempt)
+    if job is None:
+        return False
+    job.status, job.summary, job.error, job.traceback = status, summary, error, traceback
+    job.finished_at = job.heartbeat_at = utcnow()
+    job.phase = None
+    return True
+
+
+def epochs_done(session: Session, job_ids: list[int]) -> dict[int, int]:
+    """The highest recorded epoch of each job (0 when none yet)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(Epoch.job_id, func.max(Epoch.epoch)).where(Epoch.job_id.in_(job_ids)).group_by(Epoch.job_id)
+    )
+    done = dict.fromkeys(job_ids, 0)
+    done.update({job_id: latest for job_id, latest in rows})
+    return done

@@ -1,0 +1,81 @@
+"""Where tlbench keeps its state, read once from the environment."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = "~/.tlbench"
+DEFAULT_MAX_UPLOAD_MB = 1024
+# A Unix socket path must fit in 108 bytes; a deep home gets its socket in the temp folder.
+MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths and addresses shared by the web app, the workers and the CLI."""
+
+    home: Path
+    database_url: str
+    redis_url: str
+    embedded_redis: bool
+    data_roots: tuple[Path, ...]
+    max_upload_bytes: int
+
+    @property
+    def artifact_root(self) -> Path:
+        """Folder holding one sub-folder of artifacts per job."""
+        return self.home / "artifacts"
+
+    @property
+    def upload_root(self) -> Path:
+        """Folder holding the datasets uploaded as zips."""
+        return self.home / "datasets"
+
+    @property
+    def cache_root(self) -> Path:
+        """Folder holding decoded-image caches, shared by the workers of this host."""
+        return self.home / "cache"
+
+    def job_artifact_dir(self, job_id: int) -> Path:
+        """The one folder where a job's artifacts live."""
+        return self.artifact_root / f"job-{job_id}"
+
+
+def load_settings(environ: dict | None = None) -> Settings:
+    """Build the settings from TLBENCH_* variables, DATABASE_URL and REDIS_URL."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("TLBENCH_HOME") or DEFAULT_HOME).expanduser().resolve()
+    redis_url = env.get("REDIS_URL", "")
+    socket = embedded_redis_socket(home)
+    return Settings(
+        home=home,
+        database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'tlbench.db'}",
+        redis_url=redis_url or f"redis+socket://{socket}",
+        embedded_redis=not redis_url,
+        data_roots=_data_roots(env.get("TLBENCH_DATA_ROOTS", ""), home),
+        max_upload_bytes=int(env.get("TLBENCH_MAX_UPLOAD_MB") or DEFAULT_MAX_UPLOAD_MB) * 2**20,
+    )
+
+
+def embedded_redis_socket(home: Path) -> Path:
+    """Where the embedded Redis server listens for this home."""
+    socket = home / "redis.sock"
+    if len(str(socket)) <= MAX_SOCKET_PATH:
+        return socket
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"tlbench-{digest}.sock"
+
+
+def _data_roots(value: str, home: Path) -> tuple[Path, ...]:
+    """Folders under which datasets may be registered by path (os.pathsep-separated)."""
+    roots = [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part]
+    return tuple(roots) if roots else (home / "data",)
+
+
+def ensure_folders(settings: Settings) -> None:
+    """Create the state folders that every process expects."""
+    for folder in (settings.home, settings.artifact_root, settings.upload_root, settings.cache_root):
+        folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,222 @@
+"""Scan a folder of labelled images and unpack uploaded zip archives safely."""
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUBSETS = ("train", "validation")
+MACOS_METADATA = "__MACOSX"
+
+
+@dataclass
+class ImageFile:
+    """One decodable image: its path relative to the dataset root, label and subset."""
+
+    path: str
+    label: int
+    subset: str | None
+
+
+@dataclass
+class ScannedDataset:
+    """What scanning a dataset folder found: classes, usable images and what was skipped."""
+
+    root: Path
+    classes: list[str]
+    files: list[ImageFile]
+    counts: dict[str, int]
+    skipped: list[dict]
+    sha256: str
+
+
+class UnsafeArchive(ValueError):
+    """An uploaded archive that could write outside its folder or expand beyond limits."""
+
+
+def _is_ignored_name(name: str) -> bool:
+    """Hidden entries and macOS zip metadata are never data."""
+    return name.startswith(".") or name == MACOS_METADATA
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    """The folder's entries, sorted by name, without hidden ones and macOS metadata."""
+    return sorted(entry for entry in folder.iterdir() if not _is_ignored_name(entry.name))
+
+
+def _has_subset_layout(root: Path) -> bool:
+    """True when the top level holds only train/ and validation/ folders."""
+    names = {entry.name for entry in _visible_entries(root) if entry.is_dir()}
+    return "train" in names and names <= set(IMAGE_SUBSETS)
+
+
+def _class_folders(root: Path) -> list[tuple[str | None, Path]]:
+    """(subset, class folder) pairs of the dataset, for either layout."""
+    if not _has_subset_layout(root):
+        return [(None, folder) for folder in _visible_entries(root) if folder.is_dir()]
+    return [
+        (subset, folder)
+        for subset in IMAGE_SUBSETS
+        if (root / subset).is_dir()
+        for folder in _visible_entries(root / subset)
+        if folder.is_dir()
+    ]
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a path found while scanning is not data, or None if it may be an image."""
+    if path.is_symlink():
+        return "symbolic link"
+    if path.name == MACOS_METADATA:
+        return "macOS metadata folder"
+    if path.name.startswith("."):
+        return "hidden folder" if path.is_dir() else "hidden file"
+    return None
+
+
+def _decode_error(content: bytes) -> str | None:
+    """Decode the image fully (verify() misses truncated data); return the error, if any."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not a decodable image: unknown format"
+    # Pillow's many decoders raise many exception types on bad input.
+    except Exception as error:
+        return f"not a decodable image: {error}"
+    return None
+
+
+def _walk_class_folder(folder: Path):
+    """Yield (path, skip reason or None) for every entry below a class folder, not following links."""
+    for directory, subfolders, filenames in os.walk(folder):
+        base = Path(directory)
+        for name in sorted(subfolders):
+            reason = _skip_reason(base / name)
+            if reason:
+                yield base / name, reason
+        subfolders[:] = sorted(name for name in subfolders if not _skip_reason(base / name))
+        for name in sorted(filenames):
+            yield base / name, _skip_reason(base / name)
+
+
+def _stray_entries(root: Path) -> list[dict]:
+    """Entries above the class folders: files at the root or in train/ and validation/."""
+    parents = [root / subset for subset in IMAGE_SUBSETS] if _has_subset_layout(root) else []
+    strays = []
+    for parent in [root, *parents]:
+        for entry in sorted(parent.iterdir()) if parent.is_dir() else []:
+            reason = _skip_reason(entry)
+            if reason is None and entry.is_dir():
+                continue
+            relative = entry.relative_to(root).as_posix()
+            strays.append({"file": relative, "reason": reason or "file outside a class folder"})
+    return strays
+
+
+def scan_dataset(root: Path) -> ScannedDataset:
+    """List the decodable images of a dataset folder, its classes and a content hash."""
+    root = Path(root)
+    skipped = _stray_entries(root)
+    found: list[tuple[str, str, str | None, bytes]] = []
+    for subset, folder in _class_folders(root):
+        kept_before = len(found)
+        for path, reason in _walk_class_folder(folder):
+            relative = path.relative_to(root).as_posix()
+            content = None if reason else path.read_bytes()
+            reason = reason or _decode_error(content)
+            if reason:
+                skipped.append({"file": relative, "reason": reason})
+            else:
+                found.append((relative, folder.name, subset, content))
+        if len(found) == kept_before:
+            skipped.append({"file": folder.relative_to(root).as_posix() + "/", "reason": "empty class folder"})
+    return _scanned(root, sorted(found), skipped)
+
+
+def _scanned(root: Path, found: list[tuple[str, str, str | None, bytes]], skipped: list[dict]) -> ScannedDataset:
+    """Label the kept images, count them per class and hash their content."""
+    classes = sorted({class_name for _, class_name, _, _ in found})
+    label_of = {name: label for label, name in enumerate(classes)}
+    digest = hashlib.sha256()
+    for relative, class_name, _, content in found:
+        # Length prefixes keep the hash unambiguous across entry boundaries.
+        for part in (relative.encode(), class_name.encode(), content):
+            digest.update(len(part).to_bytes(8, "big") + part)
+    counts = {name: 0 for name in classes}
+    for _, class_name, _, _ in found:
+        counts[class_name] += 1
+    files = [ImageFile(relative, label_of[class_name], subset) for relative, class_name, subset, _ in found]
+    return ScannedDataset(root, classes, files, counts, skipped, digest.hexdigest())
+
+
+def _unsafe_entry_reason(entry: zipfile.ZipInfo) -> str | None:
+    """Why one archive entry must not be extracted, or None."""
+    parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
+    if entry.filename.startswith(("/", "\\")) or (parts and parts[0].endswith(":")):
+        return "absolute path"
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return "path climbs out of the archive folder"
+    if stat.S_ISLNK(entry.external_attr >> 16):
+        return "symbolic link"
+    return None
+
+
+def _check_archive(archive: zipfile.ZipFile, max_total_bytes: int, max_ratio: float) -> None:
+    """Raise UnsafeArchive before anything is written if any entry or the total is unsafe."""
+    entries = archive.infolist()
+    for entry in entries:
+        reason = _unsafe_entry_reason(entry)
+        if reason:
+            raise UnsafeArchive(f"unsafe archive entry {entry.filename!r}: {reason}")
+    # zipfile never inflates an entry beyond its declared size, so the declared sizes bound the output.
+    total = sum(entry.file_size for entry in entries)
+    compressed = sum(entry.compress_size for entry in entries)
+    if total > max_total_bytes:
+        raise UnsafeArchive(f"archive expands to {total} bytes, more than the limit of {max_total_bytes}")
+    if total > max_ratio * max(compressed, 1):
+        raise UnsafeArchive(f"archive compression ratio {total / max(compressed, 1):.0f} exceeds {max_ratio:.0f}")
+
+
+def _dataset_root(extracted: Path) -> Path:
+    """The folder holding the layout: a lone top folder with sub-folders (a zipped folder) or the top."""
+    top = _visible_entries(extracted)
+    lone = top[0] if len(top) == 1 and top[0].is_dir() and not top[0].is_symlink() else None
+    if lone and lone.name not in IMAGE_SUBSETS and any(entry.is_dir() for entry in _visible_entries(lone)):
+        return lone
+    return extracted
+
+
+def _extract_checked(zip_path: Path, folder: Path, max_total_bytes: int, max_ratio: float) -> None:
+    """Extract the archive into `folder` after checking all of it."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            _check_archive(archive, max_total_bytes, max_ratio)
+            archive.extractall(folder)
+    except zipfile.BadZipFile as error:
+        raise UnsafeArchive(f"not a zip file ({error})") from error
+
+
+def extract_zip(zip_path: Path, destination: Path, max_total_bytes: int, max_ratio: float = 200.0) -> Path:
+    """Check every entry, extract into `destination` (which must not exist) and return the dataset root."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # Extract beside the destination, then rename: a failure leaves nothing behind.
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    try:
+        _extract_checked(zip_path, staging, max_total_bytes, max_ratio)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _dataset_root(destination)

@@ -1,0 +1,65 @@
+"""Decode a dataset's images once into a cached uint8 array shared by all jobs."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+from PIL import Image, ImageOps
+
+from jobs.datasets import ImageFile
+
+# 65535 / 257 == 255: maps the 16-bit range exactly onto the 8-bit one.
+SIXTEEN_TO_EIGHT_BITS = 257
+WHITE = (255, 255, 255, 255)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB."""
+    if image.mode.startswith("I"):
+        # 16-bit greyscale (modes I;16* and I): Pillow's convert() clips at 255 instead of scaling.
+        pixels = np.asarray(image, dtype=np.float64) / SIXTEEN_TO_EIGHT_BITS
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+    if image.has_transparency_data:
+        # Transparent pixels often hide arbitrary colours; show them as viewers do, on white.
+        background = Image.new("RGBA", image.size, WHITE)
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def decode_image(path: Path, image_size: int) -> np.ndarray:
+    """Decode one image to an RGB uint8 array of image_size x image_size."""
+    with Image.open(path) as image:
+        # Phone photos are stored sideways with an EXIF rotation tag; apply it.
+        upright = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(upright)
+    return np.asarray(rgb.resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def _write_cache(cache_path: Path, dataset_root: Path, files: list[ImageFile], image_size: int) -> None:
+    """Decode every file straight into a .npy on disk, then move it into place atomically."""
+    partial = cache_path.with_name(cache_path.name + ".partial")
+    # A memory-mapped file keeps memory flat however large the dataset is.
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), image_size, image_size, 3))
+    for index, image_file in enumerate(files):
+        array[index] = decode_image(dataset_root / image_file.path, image_size)
+    array.flush()
+    del array
+    os.replace(partial, cache_path)
+
+
+def load_uint8_images(
+    dataset_root: Path, files: list[ImageFile], image_size: int, cache_dir: Path, dataset_sha256: str
+) -> np.ndarray:
+    """Return the images of `files` in order as (n, size, size, 3) uint8, decoding only on a cache miss.
+
+    `files` must be the full file list of the scanned dataset whose hash is `dataset_sha256`.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_path = cache_dir / f"{dataset_sha256}-{image_size}px.npy"
+    # Workers starting together wait for the first one to decode instead of decoding again.
+    with FileLock(str(cache_path) + ".lock"):
+        if not cache_path.exists():
+            _write_cache(cache_path, Path(dataset_root), files, image_size)
+    return np.load(cache_path, mmap_mode="r")

@@ -1,0 +1,140 @@
+"""Build the classifier of the seed recipe around a keras.applications base.
+
+Keras is imported inside the functions so that importing this module never loads TensorFlow.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from jobs.backbones import Backbone
+from jobs.spec import JobSpec
+
+HEAD_UNITS = 512
+AUGMENTATION_FACTOR = 0.1
+IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+IMAGENET_MEAN_RGB_UNIT = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB_UNIT = (0.229, 0.224, 0.225)
+# Per-channel (scale, offset) that reproduce each family's preprocess_input on 0..255 RGB pixels.
+PREPROCESSING_SCALE_OFFSET = {
+    "caffe": ((1.0, 1.0, 1.0), tuple(-mean for mean in IMAGENET_MEAN_RGB)),
+    "tf": ((1 / 127.5,) * 3, (-1.0,) * 3),
+    "torch": (
+        tuple(1 / (255 * std) for std in IMAGENET_STD_RGB_UNIT),
+        tuple(-mean / std for mean, std in zip(IMAGENET_MEAN_RGB_UNIT, IMAGENET_STD_RGB_UNIT)),
+    ),
+    "raw": ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)),
+}
+# keras.utils.get_file reports a failed download as "URL fetch failure on <url>: <code> -- <reason>".
+DOWNLOAD_FAILURE = re.compile(r"URL fetch failure on (?P<url>\S+): .*?-- (?P<reason>.*)", re.DOTALL)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested pretrained weights could not be downloaded or found."""
+
+
+def _keras_models_dir() -> Path:
+    """Where keras.applications caches downloaded weights: $KERAS_HOME/models, ~/.keras by default."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
+def _keras_weights(weights: str) -> str | None:
+    """Translate the spec's weights into keras.applications' `weights` argument."""
+    if weights == "none":
+        return None
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise WeightsUnavailable(f"weights file not found: {weights}")
+    return weights
+
+
+def _download_failure(error: Exception) -> WeightsUnavailable | None:
+    """A clear WeightsUnavailable for a failed ImageNet download, or None for any other error."""
+    match = DOWNLOAD_FAILURE.match(str(error))
+    if not match:
+        return None
+    file_name = match["url"].rsplit("/", 1)[-1]
+    return WeightsUnavailable(
+        f"could not download ImageNet weights {file_name} into {_keras_models_dir()} (KERAS_HOME) "
+        f"from {match['url']}: {match['reason']}"
+    )
+
+
+def build_base(backbone: Backbone, image_size: int, weights: str):
+    """The headless keras.applications model for square RGB images of image_size."""
+    import keras
+
+    constructor = getattr(keras.applications, backbone.name)
+    try:
+        return constructor(include_top=False, weights=_keras_weights(weights), input_shape=(image_size, image_size, 3))
+    except Exception as error:
+        unavailable = _download_failure(error) if weights == "imagenet" else None
+        if unavailable is None:
+            raise
+        raise unavailable from error
+
+
+def add_preprocessing(pixels, mode: str):
+    """Apply the family's preprocessing with built-in layers, so model.keras loads in safe mode."""
+    import keras
+
+    scale, offset = PREPROCESSING_SCALE_OFFSET[mode]
+    # Rescaling also casts the uint8 input to float32.
+    scaled = keras.layers.Rescaling(scale=list(scale), offset=list(offset), name=f"preprocess_{mode}")(pixels)
+    if mode != "caffe":
+        return scaled
+    # Caffe-trained bases expect BGR: a fixed, frozen 3x3 permutation reorders the channels.
+    rgb_to_bgr = keras.layers.Dense(3, use_bias=False, trainable=False, name="rgb_to_bgr")
+    reordered = rgb_to_bgr(scaled)
+    rgb_to_bgr.set_weights([np.eye(3, dtype="float32")[::-1]])
+    return reordered
+
+
+def _augment(images):
+    """Random flips, rotations and zooms, active only while training."""
+    import keras
+
+    images = keras.layers.RandomFlip("horizontal")(images)
+    images = keras.layers.RandomRotation(AUGMENTATION_FACTOR)(images)
+    return keras.layers.RandomZoom(AUGMENTATION_FACTOR)(images)
+
+
+def build_classifier(base, backbone: Backbone, spec: JobSpec, class_count: int):
+    """Raw uint8 pixels -> preprocessing -> [augmentation] -> frozen base -> pooled dense head."""
+    import keras
+
+    base.trainable = False
+    pixels = keras.Input(shape=(spec.image_size, spec.image_size, 3), dtype="uint8", name="pixels")
+    images = add_preprocessing(pixels, backbone.preprocessing)
+    if spec.augment:
+        images = _augment(images)
+    # training=False keeps BatchNormalization in inference mode, even once layers are unfrozen.
+    features = base(images, training=False)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    hidden = keras.layers.Dense(HEAD_UNITS, activation="relu")(pooled)
+    # Softmax stays float32 even under a mixed-precision policy.
+    probabilities = keras.layers.Dense(class_count, activation="softmax", dtype="float32", name="probabilities")(hidden)
+    return keras.Model(pixels, probabilities, name=f"{backbone.name}_classifier")
+
+
+def compile_classifier(model, learning_rate: float) -> None:
+    """Compile with Adam and categorical cross-entropy (labels are one-hot)."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def unfreeze_top_layers(base, layer_count: int) -> None:
+    """Make the last layer_count layers of the base trainable, leaving BatchNormalization frozen."""
+    import keras
+
+    # Setting trainable on the base sets it on every layer, so the per-layer choice comes after.
+    base.trainable = True
+    boundary = len(base.layers) - layer_count
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= boundary and not isinstance(layer, keras.layers.BatchNormalization)

@@ -1,0 +1,21 @@
+"""The contract of one training job, stored as JSON in the job's database row."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class JobSpec(BaseModel):
+    """Everything a worker needs to train one backbone; user input is validated before this."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backbone: str
+    image_size: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    weights: str  # "imagenet", "none", or a path to a weights file
+    augment: bool = False
+    fine_tune_layers: int = 0
+    seed: int = 0
+    validation_split: float = 0.2

@@ -1,0 +1,257 @@
+"""Run one job: decode and split the images, train the seed recipe, save artifacts, summarise.
+
+Keras is imported inside the functions so that importing this module never loads TensorFlow.
+"""
+
+import csv
+import importlib.util
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from jobs.backbones import get_backbone
+from jobs.datasets import ScannedDataset
+from jobs.images import load_uint8_images
+from jobs.model import (
+    WeightsUnavailable,
+    build_base,
+    build_classifier,
+    compile_classifier,
+    unfreeze_top_layers,
+)
+from jobs.spec import JobSpec
+from jobs.splits import split_indices
+
+__all__ = ["Reporter", "WeightsUnavailable", "run_job"]
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+    "images_per_second",
+)
+FIT_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+FINE_TUNE_LEARNING_RATE_DIVISOR = 10
+LATENCY_WARM_UP_CALLS = 2
+LATENCY_TIMED_CALLS = 7
+
+
+class Reporter(Protocol):
+    """What a job tells the outside world while it runs (the worker stores it in the database)."""
+
+    def record_epoch(self, epoch: int, metrics: dict) -> None:
+        """Store the metrics of one finished epoch (1-based)."""
+
+    def progress(self, message: str) -> None:
+        """Show which phase the job is in."""
+
+    def should_stop(self) -> bool:
+        """True once the job has been cancelled."""
+
+
+@dataclass
+class TrainingData:
+    """uint8 images and one-hot float32 labels of both sides of the split."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    validation_images: np.ndarray
+    validation_labels: np.ndarray
+
+
+class EpochRecorder:
+    """Times each epoch, hands its metrics to the reporter and stops training on cancellation."""
+
+    def __init__(self, reporter: Reporter, model, train_count: int):
+        """Report on `model`, which trains on train_count images per epoch."""
+        self.reporter = reporter
+        self.model = model
+        self.train_count = train_count
+        self.rows: list[dict] = []
+        self.cancelled = False
+        self._epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        """Start the epoch's clock."""
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        """Record the epoch, then check for cancellation."""
+        import keras
+
+        seconds = time.perf_counter() - self._epoch_started
+        metrics = {name: float(logs[name]) for name in FIT_METRICS}
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics["seconds"] = seconds
+        metrics["images_per_second"] = self.train_count / seconds
+        self.rows.append({"epoch": epoch + 1, **metrics})
+        self.reporter.record_epoch(epoch + 1, metrics)
+        if self.reporter.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+
+    def callback(self):
+        """This recorder as a Keras callback."""
+        import keras
+
+        return keras.callbacks.LambdaCallback(on_epoch_begin=self.on_epoch_begin, on_epoch_end=self.on_epoch_end)
+
+
+def load_training_data(spec: JobSpec, dataset: ScannedDataset, cache_dir: Path) -> TrainingData:
+    """Decoded images (from the shared cache) split the same way for every job of a benchmark."""
+    images = load_uint8_images(dataset.root, dataset.files, spec.image_size, cache_dir, dataset.sha256)
+    train, validation = split_indices(dataset.files, spec.validation_split, spec.seed)
+    if not train.size or not validation.size:
+        raise ValueError(
+            f"the split leaves {train.size} training and {validation.size} validation images; both must be non-empty"
+        )
+    labels = np.array([image_file.label for image_file in dataset.files])
+    one_hot = np.eye(len(dataset.classes), dtype=np.float32)[labels]
+    return TrainingData(images[train], one_hot[train], images[validation], one_hot[validation])
+
+
+def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path) -> list:
+    """Reporting, early stopping and, on TensorFlow only, TensorBoard logs."""
+    import keras
+
+    callbacks = [
+        recorder.callback(),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=spec.patience, restore_best_weights=True),
+    ]
+    # TensorBoard's writer is TensorFlow code that needs the tensorboard package, which TensorFlow no
+    # longer installs; without either, no tensorboard/ folder is written.
+    if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(artifact_dir / "tensorboard")))
+    return callbacks
+
+
+def _fit(model, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path, last_epoch: int):
+    """Train from the epoch after the last recorded one up to last_epoch."""
+    model.fit(
+        data.train_images,
+        data.train_labels,
+        validation_data=(data.validation_images, data.validation_labels),
+        batch_size=spec.batch_size,
+        initial_epoch=len(recorder.rows),
+        epochs=last_epoch,
+        callbacks=_callbacks(spec, recorder, artifact_dir),
+        shuffle=True,
+        verbose=0,
+    )
+
+
+def _best_val_accuracy(rows: list[dict]) -> float:
+    """Highest validation accuracy among the epoch rows."""
+    return max(row["val_accuracy"] for row in rows)
+
+
+def _fine_tune(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path):
+    """Unfreeze the top of the base and train on at a tenth of the learning rate, keeping the best weights."""
+    head_weights = model.get_weights()
+    head_rows = len(recorder.rows)
+    unfreeze_top_layers(base, spec.fine_tune_layers)
+    compile_classifier(model, spec.learning_rate / FINE_TUNE_LEARNING_RATE_DIVISOR)
+    _fit(model, spec, data, recorder, artifact_dir, last_epoch=spec.epochs)
+    # EarlyStopping restored the best fine-tuning epoch; the head alone may still have been better.
+    if _best_val_accuracy(recorder.rows[head_rows:]) <= _best_val_accuracy(recorder.rows[:head_rows]):
+        model.set_weights(head_weights)
+
+
+def train(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path) -> None:
+    """Train the head on the frozen base; with fine_tune_layers, spend the second half fine-tuning.
+
+    The head phase gets ceil(epochs / 2) epochs (fewer if early stopping ends it) and fine-tuning
+    the rest, so the two phases together never exceed spec.epochs and epoch numbers continue.
+    """
+    head_epochs = math.ceil(spec.epochs / 2) if spec.fine_tune_layers > 0 else spec.epochs
+    compile_classifier(model, spec.learning_rate)
+    _fit(model, spec, data, recorder, artifact_dir, last_epoch=head_epochs)
+    if spec.fine_tune_layers > 0 and not recorder.cancelled and len(recorder.rows) < spec.epochs:
+        _fine_tune(model, base, spec, data, recorder, artifact_dir)
+
+
+def latency_ms_per_image(model, image: np.ndarray) -> float:
+    """Median milliseconds of a single-image prediction, after warm-up calls that compile it."""
+    batch = image[np.newaxis]
+    for _ in range(LATENCY_WARM_UP_CALLS):
+        model.predict_on_batch(batch)
+    timings = []
+    for _ in range(LATENCY_TIMED_CALLS):
+        started = time.perf_counter()
+        model.predict_on_batch(batch)
+        timings.append(time.perf_counter() - started)
+    return 1000 * statistics.median(timings)
+
+
+def _save_model(model, artifact_dir: Path) -> None:
+    """The model as one .keras file, and as architecture JSON plus .h5 weights like the seed."""
+    model.save(artifact_dir / "model.keras")
+    (artifact_dir / "model.json").write_text(model.to_json())
+    model.save_weights(artifact_dir / "model.weights.h5")
+
+
+def _write_history(rows: list[dict], path: Path) -> None:
+    """One CSV row per epoch."""
+    with path.open("w", newline="") as history:
+        writer = csv.DictWriter(history, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _summary(spec, dataset, model, data, recorder, train_seconds: float, artifact_dir: Path) -> dict:
+    """The job's result: best epoch, cost, size and speed."""
+    best = max(recorder.rows, key=lambda row: row["val_accuracy"])
+    return {
+        "best_val_accuracy": best["val_accuracy"],
+        "best_val_loss": best["val_loss"],
+        "best_epoch": best["epoch"],
+        "epochs_run": len(recorder.rows),
+        "stopped_early": not recorder.cancelled and len(recorder.rows) < spec.epochs,
+        "cancelled": recorder.cancelled,
+        "train_seconds": train_seconds,
+        "params_total": int(model.count_params()),
+        "params_trainable": int(sum(math.prod(weight.shape) for weight in model.trainable_weights)),
+        "model_bytes": (artifact_dir / "model.keras").stat().st_size,
+        "latency_ms_per_image": latency_ms_per_image(model, data.validation_images[0]),
+        "n_train": len(data.train_images),
+        "n_validation": len(data.validation_images),
+        "image_size": spec.image_size,
+        "classes": list(dataset.classes),
+    }
+
+
+def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_dir: Path, reporter: Reporter) -> dict:
+    """Train spec.backbone on the dataset, write the artifacts into artifact_dir and return the summary."""
+    import keras
+
+    artifact_dir = Path(artifact_dir)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(spec.seed)
+    reporter.progress("decoding images")
+    data = load_training_data(spec, dataset, Path(cache_dir))
+    reporter.progress("building model")
+    backbone = get_backbone(spec.backbone)
+    base = build_base(backbone, spec.image_size, spec.weights)
+    model = build_classifier(base, backbone, spec, len(dataset.classes))
+    reporter.progress("training")
+    recorder = EpochRecorder(reporter, model, len(data.train_images))
+    started = time.perf_counter()
+    train(model, base, spec, data, recorder, artifact_dir)
+    train_seconds = time.perf_counter() - started
+    reporter.progress("saving artifacts")
+    _save_model(model, artifact_dir)
+    _write_history(recorder.rows, artifact_dir / "history.csv")
+    (artifact_dir / "labels.json").write_text(json.dumps(dataset.classes))
+    summary = _summary(spec, dataset, model, data, recorder, train_seconds, artifact_dir)
+    (artifact_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,225 @@
+"""The JSON API: datasets, benchmark submission and its refusals, artifacts, OpenAPI."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from openapi_spec_validator import validate
+
+from conftest import zip_bytes
+from imagegen import make_image_folder
+from worker.celery_app import TRAIN_QUEUE
+
+
+def upload(client, payload: bytes, filename: str = "faces.zip"):
+    """POST a zip to /api/v1/datasets."""
+    return client.post("/api/v1/datasets", data={"file": (io.BytesIO(payload), filename)},
+                       content_type="multipart/form-data")
+
+
+@pytest.fixture
+def dataset_id(client, tmp_path) -> int:
+    """A registered 3-class dataset."""
+    folder = make_image_folder(tmp_path / "src", classes=3, per_class=4, size=32)
+    response = upload(client, zip_bytes(folder))
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def test_upload_scans_classes_counts_and_skipped_files(client, tmp_path, settings):
+    folder = make_image_folder(tmp_path / "src", classes=3, per_class=4, size=32, extras=True)
+    response = upload(client, zip_bytes(folder))
+    assert response.status_code == 201, response.json
+    body = response.json
+    assert body["classes"] == ["blue", "green", "red"]
+    assert body["counts"]["green"] == 4 and body["counts"]["red"] == 4
+    assert body["counts"]["blue"] > 4  # the odd formats (grey, CMYK, 16-bit...) count as images
+    skipped = {entry["file"] for entry in body["skipped"]}
+    assert any(name.endswith("broken.jpg") for name in skipped)
+    assert len(body["sha256"]) == 64
+    assert client.get(f"/api/v1/datasets/{body['id']}").json == body
+
+
+def test_register_folder_under_allowed_root(client, tmp_path):
+    folder = make_image_folder(tmp_path / "data" / "pets", classes=2, per_class=3, size=32)
+    response = client.post("/api/v1/datasets", json={"path": str(folder)})
+    assert response.status_code == 201, response.json
+    assert response.json["name"] == "pets" and response.json["source"] == "path"
+
+
+def test_folder_outside_allowed_roots_is_refused(client, tmp_path):
+    folder = make_image_folder(tmp_path / "elsewhere", classes=2, per_class=3, size=32)
+    response = client.post("/api/v1/datasets", json={"path": str(folder)})
+    assert response.status_code == 400
+    assert "allowed data root" in response.json["error"] and response.json["field"] == "path"
+    assert client.get("/api/v1/datasets").json["datasets"] == []
+
+
+def climbing_zip() -> bytes:
+    """A zip with one entry that would land outside its folder."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cats/ok.txt", "x")
+        archive.writestr("../../evil.png", "x")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("payload, message", [
+    (climbing_zip(), "evil.png"),
+    (b"this is not a zip", "zip"),
+])
+def test_bad_uploads_are_refused_and_leave_nothing(client, settings, payload, message):
+    response = upload(client, payload)
+    assert response.status_code == 400
+    assert message in response.json["error"]
+    assert list(settings.upload_root.iterdir()) == []
+    assert client.get("/api/v1/datasets").json["datasets"] == []
+
+
+def test_a_single_class_dataset_is_refused(client, tmp_path, settings):
+    folder = make_image_folder(tmp_path / "src", classes=1, per_class=3, size=32)
+    response = upload(client, zip_bytes(folder))
+    assert response.status_code == 400 and "at least two" in response.json["error"]
+    assert list(settings.upload_root.iterdir()) == []
+
+
+def test_submit_creates_queued_jobs_and_enqueues_only_their_ids(client, dataset_id, redis_client):
+    response = client.post("/api/v1/benchmarks", json={
+        "dataset": dataset_id, "backbones": ["VGG16", "ResNet50"], "epochs": 2, "weights": "none",
+        "image_size": {"VGG16": 32, "ResNet50": 40}})
+    assert response.status_code == 201, response.json
+    jobs = response.json["jobs"]
+    assert [(job["backbone"], job["status"]) for job in jobs] == [("VGG16", "queued"), ("ResNet50", "queued")]
+    messages = [json.loads(raw) for raw in redis_client.lrange(TRAIN_QUEUE, 0, -1)]
+    assert sorted(json.loads(__import__("base64").b64decode(m["body"]))[0] for m in messages) == \
+        sorted([[job["id"]] for job in jobs])
+    benchmark = client.get(f"/api/v1/benchmarks/{response.json['id']}").json
+    assert benchmark["status"] == "queued"
+    assert {job["backbone"]: job["image_size"] for job in benchmark["jobs"]} == {"VGG16": 32, "ResNet50": 40}
+
+
+def test_each_backbone_gets_its_default_size_without_image_size(client, dataset_id):
+    response = client.post("/api/v1/benchmarks", json={
+        "dataset": dataset_id, "backbones": ["InceptionV3", "VGG19"], "weights": "none"})
+    assert response.status_code == 201, response.json
+    benchmark = client.get(f"/api/v1/benchmarks/{response.json['id']}").json
+    assert {job["backbone"]: job["image_size"] for job in benchmark["jobs"]} == {"InceptionV3": 299, "VGG19": 224}
+
+
+GOOD = {"backbones": ["VGG16"], "epochs": 2, "image_size": 32, "weights": "none"}
+BAD_BENCHMARKS = [
+    ({"dataset": None}, "dataset"),
+    ({"dataset": "1"}, "dataset"),
+    ({"dataset": 999}, "dataset"),
+    ({"dataset": True}, "dataset"),
+    ({"backbones": []}, "backbones"),
+    ({"backbones": "VGG16"}, "backbones"),
+    ({"backbones": ["NoSuchNet"]}, "backbones"),
+    ({"backbones": ["VGG16", "VGG16"]}, "backbones"),
+    ({"backbones": [16]}, "backbones"),
+    ({"epochs": 0}, "epochs"),
+    ({"epochs": 10**9}, "epochs"),
+    ({"epochs": "5"}, "epochs"),
+    ({"epochs": 2.5}, "epochs"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"learning_rate": -0.001}, "learning_rate"),
+    ({"learning_rate": 0}, "learning_rate"),
+    ({"patience": -1}, "patience"),
+    ({"seed": -1}, "seed"),
+    ({"validation_split": 1.0}, "validation_split"),
+    ({"validation_split": 0}, "validation_split"),
+    ({"fine_tune_layers": -2}, "fine_tune_layers"),
+    ({"augment": "yes"}, "augment"),
+    ({"weights": "/no/such/weights.h5"}, "weights"),
+    ({"name": ""}, "name"),
+    ({"backbones": ["InceptionV3"], "image_size": 32}, "image_size"),
+    ({"backbones": ["Xception"], "image_size": {"Xception": 70}}, "image_size"),
+    ({"image_size": {"ResNet50": 64}}, "image_size"),
+    ({"image_size": 0}, "image_size"),
+    ({"colour": "blue"}, "colour"),
+]
+
+
+@pytest.mark.parametrize("change, field", BAD_BENCHMARKS)
+def test_bad_benchmark_is_refused_naming_the_field_and_writes_nothing(client, dataset_id, redis_client,
+                                                                       change, field):
+    body = {"dataset": dataset_id, **GOOD, **change}
+    body = {key: value for key, value in body.items() if value is not None}
+    response = client.post("/api/v1/benchmarks", json=body)
+    assert response.status_code == 400, response.json
+    assert response.json["field"] == field and response.json["error"].startswith(field)
+    assert client.get("/api/v1/benchmarks").json["benchmarks"] == []
+    assert redis_client.llen(TRAIN_QUEUE) == 0
+
+
+@pytest.mark.parametrize("data, content_type, status", [
+    ("not json", "application/json", 400),
+    ("[1, 2]", "application/json", 400),
+    ("dataset=1", "application/x-www-form-urlencoded", 415),
+    ("{}", "text/plain", 415),
+])
+def test_body_that_is_not_a_json_object_is_refused(client, data, content_type, status):
+    response = client.post("/api/v1/benchmarks", data=data, content_type=content_type)
+    assert response.status_code == status and response.json["error"]
+    assert client.get("/api/v1/benchmarks").json["benchmarks"] == []
+
+
+def test_oversized_upload_is_refused_with_json(client):
+    response = upload(client, b"x" * (5 * 2**20))
+    assert response.status_code == 413 and "error" in response.json
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/benchmarks/999", "/api/v1/jobs/999", "/api/v1/jobs/999/epochs", "/api/v1/jobs/999/artifacts",
+    "/api/v1/datasets/999", "/api/v1/nothing-here",
+])
+def test_unknown_ids_answer_404_json(client, url):
+    response = client.get(url)
+    assert response.status_code == 404 and response.json["error"]
+
+
+def test_artifact_names_cannot_leave_the_job_folder(client, dataset_id, settings):
+    created = client.post("/api/v1/benchmarks", json={"dataset": dataset_id, **GOOD}).json
+    job_id = created["jobs"][0]["id"]
+    folder = settings.job_artifact_dir(job_id)
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text('["a"]')
+    (settings.home / "secret.txt").write_text("secret")
+    assert client.get(f"/api/v1/jobs/{job_id}/artifacts").json == {"artifacts": [{"name": "labels.json", "bytes": 5}]}
+    assert client.get(f"/api/v1/jobs/{job_id}/artifacts/labels.json").data == b'["a"]'
+    for name in ("../../secret.txt", "..%2F..%2Fsecret.txt", "/etc/passwd"):
+        assert client.get(f"/api/v1/jobs/{job_id}/artifacts/{name}", follow_redirects=True).status_code == 404
+
+
+def test_backbone_registry_lists_sizes(client):
+    backbones = {b["name"]: b for b in client.get("/api/v1/backbones").json["backbones"]}
+    assert backbones["InceptionV3"]["min_size"] == 75 and backbones["Xception"]["min_size"] == 71
+    assert backbones["VGG16"]["seed"] and not backbones["DenseNet121"]["seed"]
+
+
+def test_health_reports_database_and_broker(client):
+    assert client.get("/api/v1/health").json == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_openapi_describes_every_api_route_and_is_valid(client, app):
+    document = client.get("/api/v1/openapi.json").json
+    validate(document)
+    api_rules = {rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1")}
+    assert len(document["paths"]) == len(api_rules)
+    assert "BenchmarkRequest" in document["components"]["schemas"]
+    assert document["paths"]["/api/v1/jobs/{job_id}"]["get"]["parameters"][0]["schema"] == {"type": "integer"}
+
+
+def test_web_app_never_imports_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from dashboard import create_app; "
+            f"create_app({{'TLBENCH_SETTINGS': __import__('db.settings').settings.load_settings("
+            f"{{'TLBENCH_HOME': {str(tmp_path)!r}}})}}); "
+            "bad = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

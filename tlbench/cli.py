@@ -1,0 +1,139 @@
+"""`tlbench`: up, worker, datasets, submit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tlbench.client import DEFAULT_URL, ApiClient, ApiError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; API refusals exit 1 with the server's message."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ApiError, ValueError) as error:
+        print(f"tlbench: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All commands and their options."""
+    parser = argparse.ArgumentParser(prog="tlbench", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start Redis (embedded unless REDIS_URL), workers and the web app")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
+    up.add_argument("--workers", type=int, default=1, help="CPU workers when there is no GPU (default 1)")
+    up.add_argument("--gpus", default="all", help="all, none, or GPU indexes like 0,1 (one worker each)")
+    up.set_defaults(run=run_up)
+
+    worker = commands.add_parser("worker", help="start one worker per GPU (or one CPU worker) on this host")
+    worker.add_argument("--gpus", default="all", help="all, none, or GPU indexes like 0,1")
+    worker.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
+    worker.set_defaults(run=run_worker)
+
+    datasets = commands.add_parser("datasets", help="register and list datasets").add_subparsers(
+        required=True, metavar="ACTION")
+    add = datasets.add_parser("add", help="upload a zip or a folder (zipped on the fly)")
+    add.add_argument("source", type=Path, help="a zip, or a folder of class sub-folders")
+    add.add_argument("--name")
+    add.add_argument("--by-path", action="store_true",
+                     help="register the folder in place (it must be under TLBENCH_DATA_ROOTS on the server)")
+    add.set_defaults(run=run_datasets_add)
+    listing = datasets.add_parser("list", help="list datasets")
+    listing.set_defaults(run=run_datasets_list)
+    for sub in (add, listing):
+        _add_url_option(sub)
+
+    submit = commands.add_parser("submit", help="submit a benchmark: one job per backbone")
+    submit.add_argument("--dataset", type=int, required=True)
+    submit.add_argument("--backbones", required=True, help="comma-separated, e.g. VGG16,ResNet50")
+    submit.add_argument("--name")
+    submit.add_argument("--epochs", type=int)
+    submit.add_argument("--batch-size", type=int)
+    submit.add_argument("--image-size", type=int)
+    submit.add_argument("--learning-rate", type=float)
+    submit.add_argument("--patience", type=int)
+    submit.add_argument("--weights", help="imagenet, none, or a weights file path")
+    submit.add_argument("--augment", action="store_true", default=None)
+    submit.add_argument("--fine-tune-layers", type=int)
+    submit.add_argument("--seed", type=int)
+    submit.add_argument("--validation-split", type=float)
+    submit.add_argument("--wait", action="store_true", help="show live progress, then the final comparison")
+    _add_url_option(submit)
+    submit.set_defaults(run=run_submit)
+    return parser
+
+
+def _add_url_option(parser: argparse.ArgumentParser) -> None:
+    """The server to talk to."""
+    parser.add_argument("--url", default=os.environ.get("TLBENCH_URL", DEFAULT_URL),
+                        help=f"tlbench server (default $TLBENCH_URL or {DEFAULT_URL})")
+
+
+def _use_home(home: str | None) -> None:
+    """Make --home the state folder of this process and of every child it starts."""
+    if home:
+        os.environ["TLBENCH_HOME"] = str(Path(home).expanduser().resolve())
+
+
+def run_up(args) -> int:
+    """Run the whole stack in the foreground."""
+    from db.settings import load_settings
+    from tlbench.stack import run_stack
+
+    _use_home(args.home)
+    return run_stack(load_settings(), args.host, args.port, workers=args.workers, gpus=args.gpus)
+
+
+def run_worker(args) -> int:
+    """Run this host's workers in the foreground."""
+    from tlbench.supervisor import Supervisor
+    from worker.launch import worker_processes
+
+    _use_home(args.home)
+    supervisor = Supervisor()
+    specs = worker_processes(args.gpus)
+    for spec in specs:
+        supervisor.start(spec)
+    print(f"tlbench: started {', '.join(spec.name for spec in specs)} (Ctrl-C stops them)", flush=True)
+    return supervisor.run_until_stopped()
+
+
+def run_datasets_add(args) -> int:
+    """Register one dataset and print what the scan found."""
+    dataset = ApiClient(args.url).add_dataset(args.source, name=args.name, by_path=args.by_path)
+    print(json.dumps(dataset, indent=2))
+    return 0
+
+
+def run_datasets_list(args) -> int:
+    """Print the registered datasets."""
+    for dataset in ApiClient(args.url).list_datasets():
+        print(f"{dataset['id']:>4}  {dataset['name']}  {len(dataset['classes'])} classes, {dataset['images']} images")
+    return 0
+
+
+SUBMIT_OPTIONS = ("name", "epochs", "batch_size", "image_size", "learning_rate", "patience", "weights",
+                  "augment", "fine_tune_layers", "seed", "validation_split")
+
+
+def run_submit(args) -> int:
+    """Submit a benchmark; with --wait, follow it to the end (exit 1 if a job failed)."""
+    from tlbench.progress import watch
+
+    request = {"dataset": args.dataset, "backbones": [b.strip() for b in args.backbones.split(",") if b.strip()]}
+    request.update({key: getattr(args, key) for key in SUBMIT_OPTIONS if getattr(args, key) is not None})
+    client = ApiClient(args.url)
+    created = client.submit(request)
+    print(f"benchmark {created['id']}: " + ", ".join(f"job {j['id']} {j['backbone']}" for j in created["jobs"]))
+    if not args.wait:
+        return 0
+    final = watch(client, created["id"])
+    return 0 if all(job["status"] == "succeeded" for job in final["jobs"]) else 1

