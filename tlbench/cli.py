@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
     worker.set_defaults(run=run_worker)
 
+    embedded = commands.add_parser("redis", help="run only the embedded Redis server (for the Procfile)")
+    embedded.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
+    embedded.set_defaults(run=run_redis)
+
     datasets = commands.add_parser("datasets", help="register and list datasets").add_subparsers(
         required=True, metavar="ACTION")
     add = datasets.add_parser("add", help="upload a zip or a folder (zipped on the fly)")
@@ -103,6 +107,20 @@ def run_worker(args) -> int:
     for spec in specs:
         supervisor.start(spec)
     print(f"tlbench: started {', '.join(spec.name for spec in specs)} (Ctrl-C stops them)", flush=True)
+    return supervisor.run_until_stopped()
+
+
+def run_redis(args) -> int:
+    """Run the embedded Redis server in the foreground, on this home's Unix socket."""
+    from db.settings import ensure_folders, load_settings
+    from tlbench.stack import embedded_redis_process
+    from tlbench.supervisor import Supervisor
+
+    _use_home(args.home)
+    settings = load_settings()
+    ensure_folders(settings)
+    supervisor = Supervisor()
+    supervisor.start(embedded_redis_process(settings), essential=True)
     return supervisor.run_until_stopped()
 
 

@@ -1,0 +1,6 @@
+"""`python -m tlbench` is the `tlbench` command."""
+import sys
+
+from tlbench.cli import main
+
+sys.exit(main())
