@@ -1,0 +1,1 @@
+"""Pure machine-learning code of tlbench: datasets, backbones, training; no web or queue code."""

@@ -51,22 +51,26 @@ def _visible_entries(folder: Path) -> list[Path]:
     return sorted(entry for entry in folder.iterdir() if not _is_ignored_name(entry.name))
 
 
+def _real_folders(folder: Path) -> list[Path]:
+    """The visible sub-folders that are not symbolic links (links are never followed)."""
+    return [entry for entry in _visible_entries(folder) if entry.is_dir() and not entry.is_symlink()]
+
+
 def _has_subset_layout(root: Path) -> bool:
     """True when the top level holds only train/ and validation/ folders."""
-    names = {entry.name for entry in _visible_entries(root) if entry.is_dir()}
+    names = {folder.name for folder in _real_folders(root)}
     return "train" in names and names <= set(IMAGE_SUBSETS)
 
 
 def _class_folders(root: Path) -> list[tuple[str | None, Path]]:
     """(subset, class folder) pairs of the dataset, for either layout."""
     if not _has_subset_layout(root):
-        return [(None, folder) for folder in _visible_entries(root) if folder.is_dir()]
+        return [(None, folder) for folder in _real_folders(root)]
     return [
         (subset, folder)
         for subset in IMAGE_SUBSETS
         if (root / subset).is_dir()
-        for folder in _visible_entries(root / subset)
-        if folder.is_dir()
+        for folder in _real_folders(root / subset)
     ]
 
 
@@ -135,26 +139,27 @@ def scan_dataset(root: Path) -> ScannedDataset:
             if reason:
                 skipped.append({"file": relative, "reason": reason})
             else:
-                found.append((relative, folder.name, subset, content))
+                # Keep only the content's digest: a dataset may not fit in memory.
+                found.append((relative, folder.name, subset, hashlib.sha256(content).digest()))
         if len(found) == kept_before:
             skipped.append({"file": folder.relative_to(root).as_posix() + "/", "reason": "empty class folder"})
     return _scanned(root, sorted(found), skipped)
 
 
 def _scanned(root: Path, found: list[tuple[str, str, str | None, bytes]], skipped: list[dict]) -> ScannedDataset:
-    """Label the kept images, count them per class and hash their content."""
+    """Label the kept images, count them per class and hash (path, class, content digest) in path order."""
     classes = sorted({class_name for _, class_name, _, _ in found})
     label_of = {name: label for label, name in enumerate(classes)}
-    digest = hashlib.sha256()
-    for relative, class_name, _, content in found:
+    dataset_digest = hashlib.sha256()
+    for relative, class_name, _, content_digest in found:
         # Length prefixes keep the hash unambiguous across entry boundaries.
-        for part in (relative.encode(), class_name.encode(), content):
-            digest.update(len(part).to_bytes(8, "big") + part)
+        for part in (relative.encode(), class_name.encode(), content_digest):
+            dataset_digest.update(len(part).to_bytes(8, "big") + part)
     counts = {name: 0 for name in classes}
     for _, class_name, _, _ in found:
         counts[class_name] += 1
     files = [ImageFile(relative, label_of[class_name], subset) for relative, class_name, subset, _ in found]
-    return ScannedDataset(root, classes, files, counts, skipped, digest.hexdigest())
+    return ScannedDataset(root, classes, files, counts, skipped, dataset_digest.hexdigest())
 
 
 def _unsafe_entry_reason(entry: zipfile.ZipInfo) -> str | None:
@@ -191,8 +196,8 @@ def _check_archive(archive: zipfile.ZipFile, max_total_bytes: int, max_ratio: fl
 def _dataset_root(extracted: Path) -> Path:
     """The folder holding the layout: a lone top folder with sub-folders (a zipped folder) or the top."""
     top = _visible_entries(extracted)
-    lone = top[0] if len(top) == 1 and top[0].is_dir() and not top[0].is_symlink() else None
-    if lone and lone.name not in IMAGE_SUBSETS and any(entry.is_dir() for entry in _visible_entries(lone)):
+    lone = top[0] if len(top) == 1 and top[0] in _real_folders(extracted) else None
+    if lone and lone.name not in IMAGE_SUBSETS and _real_folders(lone):
         return lone
     return extracted
 

@@ -14,12 +14,13 @@ from jobs.spec import JobSpec
 
 HEAD_UNITS = 512
 AUGMENTATION_FACTOR = 0.1
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN_RGB_UNIT = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB_UNIT = (0.229, 0.224, 0.225)
-# Per-channel (scale, offset) that reproduce each family's preprocess_input on 0..255 RGB pixels.
+# Per-channel (scale, offset) that reproduce each family's preprocess_input on 0..255 pixels
+# (for "caffe", on pixels already in BGR order).
 PREPROCESSING_SCALE_OFFSET = {
-    "caffe": ((1.0, 1.0, 1.0), tuple(-mean for mean in IMAGENET_MEAN_RGB)),
+    "caffe": ((1.0, 1.0, 1.0), tuple(-mean for mean in IMAGENET_MEAN_BGR)),
     "tf": ((1 / 127.5,) * 3, (-1.0,) * 3),
     "torch": (
         tuple(1 / (255 * std) for std in IMAGENET_STD_RGB_UNIT),
@@ -75,20 +76,27 @@ def build_base(backbone: Backbone, image_size: int, weights: str):
         raise unavailable from error
 
 
+def _rgb_to_bgr(pixels):
+    """Reverse the channel order with a fixed, frozen 3x3 permutation matrix (it promotes uint8 to float32)."""
+    import keras
+
+    rgb_to_bgr = keras.layers.Dense(3, use_bias=False, trainable=False, name="rgb_to_bgr")
+    reordered = rgb_to_bgr(pixels)
+    rgb_to_bgr.set_weights([np.eye(3, dtype="float32")[::-1]])
+    return reordered
+
+
 def add_preprocessing(pixels, mode: str):
     """Apply the family's preprocessing with built-in layers, so model.keras loads in safe mode."""
     import keras
 
+    if mode == "caffe":
+        # Caffe-trained bases expect BGR. Swapping before the mean is subtracted keeps the matrix
+        # product exact even at TF32 or bf16 precision: whole numbers up to 255 survive both.
+        pixels = _rgb_to_bgr(pixels)
     scale, offset = PREPROCESSING_SCALE_OFFSET[mode]
-    # Rescaling also casts the uint8 input to float32.
-    scaled = keras.layers.Rescaling(scale=list(scale), offset=list(offset), name=f"preprocess_{mode}")(pixels)
-    if mode != "caffe":
-        return scaled
-    # Caffe-trained bases expect BGR: a fixed, frozen 3x3 permutation reorders the channels.
-    rgb_to_bgr = keras.layers.Dense(3, use_bias=False, trainable=False, name="rgb_to_bgr")
-    reordered = rgb_to_bgr(scaled)
-    rgb_to_bgr.set_weights([np.eye(3, dtype="float32")[::-1]])
-    return reordered
+    # Rescaling also casts uint8 input to float32.
+    return keras.layers.Rescaling(scale=list(scale), offset=list(offset), name=f"preprocess_{mode}")(pixels)
 
 
 def _augment(images):

@@ -1,0 +1,1 @@
+"""Benchmarks of tlbench itself: speed of the job code, end-to-end timings."""
