@@ -73,6 +73,15 @@ def measure(backbone: str, dataset_root: Path, work: Path, epochs: int, batch_si
     }
 
 
+def accelerator_names() -> list[str]:
+    """The devices the JAX backend sees (or the host's processor on other backends)."""
+    try:
+        import jax
+    except ImportError:
+        return [platform.processor() or platform.machine()]
+    return [f"{device} ({device.device_kind})" for device in jax.devices()]
+
+
 def main() -> int:
     """Generate the data, run every backbone, print and save the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,7 +92,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    import jax
     import keras
 
     with tempfile.TemporaryDirectory() as folder:
@@ -91,9 +99,8 @@ def main() -> int:
         dataset_root = make_image_folder(work / "data", classes=5, per_class=args.per_class, size=SEED_SIZE)
         results = [measure(name, dataset_root, work, args.epochs, args.batch_size)
                    for name in args.backbones.split(",")]
-    report = {"backend": keras.backend.backend(), "keras": keras.__version__, "jax": jax.__version__,
-              "devices": [str(device) for device in jax.devices()], "python": platform.python_version(),
-              "results": results}
+    report = {"backend": keras.backend.backend(), "keras": keras.__version__, "devices": accelerator_names(),
+              "python": platform.python_version(), "results": results}
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

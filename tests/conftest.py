@@ -1,9 +1,7 @@
 """Shared fixtures: a real embedded Redis, a temporary home, the app and its test client."""
 from __future__ import annotations
 
-import io
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -63,12 +61,3 @@ def client(app):
     """A test client of the app."""
     return app.test_client()
 
-
-def zip_bytes(folder: Path) -> bytes:
-    """A folder zipped in memory, paths relative to it."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()

@@ -8,8 +8,8 @@ import zipfile
 import pytest
 from openapi_spec_validator import validate
 
-from conftest import zip_bytes
 from imagegen import make_image_folder
+from tlbench.client import zip_folder
 from worker.celery_app import TRAIN_QUEUE
 
 
@@ -23,14 +23,14 @@ def upload(client, payload: bytes, filename: str = "faces.zip"):
 def dataset_id(client, tmp_path) -> int:
     """A registered 3-class dataset."""
     folder = make_image_folder(tmp_path / "src", classes=3, per_class=4, size=32)
-    response = upload(client, zip_bytes(folder))
+    response = upload(client, zip_folder(folder))
     assert response.status_code == 201, response.json
     return response.json["id"]
 
 
 def test_upload_scans_classes_counts_and_skipped_files(client, tmp_path, settings):
     folder = make_image_folder(tmp_path / "src", classes=3, per_class=4, size=32, extras=True)
-    response = upload(client, zip_bytes(folder))
+    response = upload(client, zip_folder(folder))
     assert response.status_code == 201, response.json
     body = response.json
     assert body["classes"] == ["blue", "green", "red"]
@@ -80,7 +80,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(client, settings, payload, me
 
 def test_a_single_class_dataset_is_refused(client, tmp_path, settings):
     folder = make_image_folder(tmp_path / "src", classes=1, per_class=3, size=32)
-    response = upload(client, zip_bytes(folder))
+    response = upload(client, zip_folder(folder))
     assert response.status_code == 400 and "at least two" in response.json["error"]
     assert list(settings.upload_root.iterdir()) == []
 
