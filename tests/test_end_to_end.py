@@ -152,6 +152,12 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def test_a_second_stack_on_the_same_home_refuses_to_start(stack):
+    result = subprocess.run([sys.executable, "-m", "tlbench", "up", "--home", str(stack["home"]),
+                             "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "already running" in result.stderr
+
+
 def test_sigterm_stops_every_process_and_exits_zero(stack):
     process = stack["process"]
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()

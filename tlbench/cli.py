@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ApiError, ValueError) as error:
+    except (ApiError, ValueError, RuntimeError) as error:
         print(f"tlbench: {error}", file=sys.stderr)
         return 1
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import redis
+from filelock import FileLock, Timeout
 
 from db.session import Database
 from db.settings import Settings, embedded_redis_socket, ensure_folders
@@ -48,9 +49,23 @@ def web_process(host: str, port: int, web_workers: int) -> ProcessSpec:
     return ProcessSpec(name="web", argv=argv, env={})
 
 
+class HomeInUse(RuntimeError):
+    """Another `tlbench up` already runs on this home (its Redis socket and database)."""
+
+
 def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2) -> int:
-    """Start everything, print the URL, and supervise until Ctrl-C or SIGTERM."""
+    """Start everything once per home, print the URL, and supervise until Ctrl-C or SIGTERM."""
     ensure_folders(settings)
+    try:
+        with FileLock(settings.home / "up.lock", blocking=False):
+            return _run_stack(settings, host, port, workers, gpus, web_workers)
+    except Timeout:
+        raise HomeInUse(f"another `tlbench up` is already running on {settings.home}; stop it first, "
+                        "or give this one its own --home") from None
+
+
+def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int) -> int:
+    """Start the children and watch them."""
     database = Database(settings.database_url)
     database.create_tables()  # once, here, before several processes race to do it
     database.dispose()
