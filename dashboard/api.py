@@ -158,7 +158,7 @@ def list_datasets():
 def get_dataset(dataset_id: int):
     """Show one dataset."""
     with database().transaction() as session:
-        return jsonify(dataset_json(ops.get_or_404(session, Dataset, dataset_id)))
+        return jsonify(dataset_json(ops.get_existing(session, Dataset, dataset_id)))
 
 
 @api.post("/benchmarks")
@@ -195,7 +195,7 @@ def list_benchmarks():
 def get_benchmark(benchmark_id: int):
     """Show one benchmark."""
     with database().transaction() as session:
-        benchmark = ops.get_or_404(session, Benchmark, benchmark_id)
+        benchmark = ops.get_existing(session, Benchmark, benchmark_id)
         done = ops.epochs_done(session, [job.id for job in benchmark.jobs])
         return jsonify(benchmark_json(benchmark, done, detail=True))
 
@@ -205,7 +205,7 @@ def get_benchmark(benchmark_id: int):
 def get_job(job_id: int):
     """Show one job."""
     with database().transaction() as session:
-        job = ops.get_or_404(session, Job, job_id)
+        job = ops.get_existing(session, Job, job_id)
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True))
 
 
@@ -220,7 +220,7 @@ def get_job_epochs(job_id: int):
 def _artifact_dir(job_id: int) -> Path:
     """The job's artifact folder, after checking the job exists."""
     with database().transaction() as session:
-        ops.get_or_404(session, Job, job_id)
+        ops.get_existing(session, Job, job_id)
     return settings().job_artifact_dir(job_id)
 
 

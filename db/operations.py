@@ -15,7 +15,7 @@ class NotFound(LookupError):
     """The row asked for does not exist."""
 
 
-def get_or_404(session: Session, model, row_id: int):
+def get_existing(session: Session, model, row_id: int):
     """Fetch one row by primary key or raise NotFound naming it."""
     row = session.get(model, row_id)
     if row is None:
@@ -53,7 +53,7 @@ def list_benchmarks(session: Session) -> list[Benchmark]:
 
 def job_epochs(session: Session, job_id: int) -> list[Epoch]:
     """A job's epoch rows in order."""
-    get_or_404(session, Job, job_id)
+    get_existing(session, Job, job_id)
     return list(session.scalars(select(Epoch).where(Epoch.job_id == job_id).order_by(Epoch.epoch)))
 
 
