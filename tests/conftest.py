@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from db.settings import load_settings
+from stackutil import running_stack
 from tlbench.stack import wait_for_redis
 
 
@@ -61,3 +62,10 @@ def client(app):
     """A test client of the app."""
     return app.test_client()
 
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The whole stack (`tlbench up`: embedded Redis, one worker, gunicorn) on a fresh home, per module."""
+    with running_stack(tmp_path_factory.mktemp("home")) as running:
+        yield running

@@ -1,0 +1,63 @@
+"""Running the real stack in tests: `tlbench up` on a free port, and waiting for conditions."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+
+STACK_START_SECONDS = 60
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    """Whether the stack answers its health check."""
+    try:
+        return requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+@contextmanager
+def running_stack(home: Path, *extra_args: str):
+    """`tlbench up` on `home` and a free port, yielding {url, home, process}; SIGTERM at the end."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
+    process = subprocess.Popen([sys.executable, "-m", "tlbench", "up", "--home", str(home), "--port", str(port),
+                                *extra_args],
+                               env={**env, "TLBENCH_HOME": str(home)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url) or process.poll() is not None, STACK_START_SECONDS, "the stack to start")
+        assert process.poll() is None, "tlbench up exited early"
+        yield {"url": url, "home": home, "process": process}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
