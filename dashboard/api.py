@@ -16,10 +16,11 @@ from dashboard.dataset_registry import (
     usable_scan,
 )
 from dashboard.openapi import build_openapi, documented
-from dashboard.presenters import benchmark_json, dataset_json, epoch_json, job_json
-from dashboard.schemas import BenchmarkRequest, DatasetPathRequest, describe_validation_error
+from dashboard.prediction import ImageRejected, PredictionTimeout, run_prediction, store_prediction_image
+from dashboard.presenters import benchmark_json, dataset_json, epoch_json, job_json, worker_json
+from dashboard.schemas import SAMPLE_BENCHMARK, BenchmarkRequest, DatasetPathRequest, describe_validation_error
 from db import operations as ops
-from db.models import Benchmark, Dataset, Job
+from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from worker.celery_app import enqueue_training
 
@@ -45,6 +46,12 @@ def bad_request(error: BadRequest):
     return error_response(error.message, error.status, error.field)
 
 
+@api.errorhandler(ops.Conflict)
+def state_conflict(error: ops.Conflict):
+    """Answer a request that does not fit the row's current state."""
+    return error_response(str(error), 409)
+
+
 @api.errorhandler(ops.NotFound)
 def row_not_found(error: ops.NotFound):
     """Answer a request for an id that does not exist."""
@@ -66,6 +73,11 @@ def database():
 def settings():
     """The app's Settings."""
     return current_app.extensions["tlbench.settings"]
+
+
+def celery():
+    """The app's Celery client."""
+    return current_app.extensions["tlbench.celery"]
 
 
 def json_body(model: type[BaseModel]):
@@ -103,7 +115,7 @@ def _check(probe) -> str:
 
 def _ping_broker() -> None:
     """Open a connection to the broker once, without retrying for long."""
-    with current_app.extensions["tlbench.celery"].connection_for_write() as connection:
+    with celery().connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=2)
 
 
@@ -165,7 +177,22 @@ def get_dataset(dataset_id: int):
 @documented(body=BenchmarkRequest, responses={201: "The benchmark and its queued jobs"})
 def create_benchmark():
     """Submit a benchmark: one queued training job per backbone."""
-    body = json_body(BenchmarkRequest)
+    return submit_benchmark(json_body(BenchmarkRequest))
+
+
+@api.post("/benchmarks/sample")
+@documented(responses={201: "The sample benchmark and its queued jobs", 409: "No sample dataset"})
+def create_sample_benchmark():
+    """Run the built-in sample benchmark on the sample dataset `tlbench up` created."""
+    with database().transaction() as session:
+        sample = ops.sample_dataset(session)
+    if sample is None:
+        raise BadRequest("there is no sample dataset; `tlbench up` creates it on first start", status=409)
+    return submit_benchmark(BenchmarkRequest.model_validate({**SAMPLE_BENCHMARK, "dataset": sample.id}))
+
+
+def submit_benchmark(body: BenchmarkRequest):
+    """Write the benchmark and its jobs, then enqueue each job; answers 201."""
     with database().transaction() as session:
         dataset = session.get(Dataset, body.dataset)
         if dataset is None:
@@ -176,7 +203,7 @@ def create_benchmark():
         jobs = [{"id": job.id, "backbone": job.backbone, "status": job.status.value} for job in benchmark.jobs]
     # Enqueue only after the commit, so a worker never looks for a row that isn't there yet.
     for job in jobs:
-        enqueue_training(current_app.extensions["tlbench.celery"], job["id"])
+        enqueue_training(celery(), job["id"])
     return jsonify(id=benchmark.id, jobs=jobs), 201
 
 
@@ -200,6 +227,39 @@ def get_benchmark(benchmark_id: int):
         return jsonify(benchmark_json(benchmark, done, detail=True))
 
 
+@api.get("/benchmarks/<int:benchmark_id>/epochs")
+@documented(responses={200: "Every job's epochs, one series per backbone", 404: "No such benchmark"})
+def get_benchmark_epochs(benchmark_id: int):
+    """All epochs of a benchmark in one call, for its charts."""
+    with database().transaction() as session:
+        series = ops.benchmark_epochs(session, benchmark_id)
+        return jsonify(series=[{"job_id": job.id, "backbone": job.backbone, "epochs": [epoch_json(e) for e in epochs]}
+                               for job, epochs in series])
+
+
+@api.post("/benchmarks/<int:benchmark_id>/predict")
+@documented(multipart_file=True, responses={200: "Class probabilities per succeeded job", 409: "No job succeeded yet",
+                                            504: "No prediction worker answered in time"})
+def predict_benchmark(benchmark_id: int):
+    """Predict one uploaded image with every succeeded job of the benchmark."""
+    with database().transaction() as session:
+        benchmark = ops.get_existing(session, Benchmark, benchmark_id)
+        jobs = [{"job_id": job.id, "backbone": job.backbone} for job in benchmark.jobs
+                if job.status is JobStatus.SUCCEEDED]
+    if not jobs:
+        raise BadRequest(f"benchmark {benchmark_id} has no succeeded job to predict with yet", status=409)
+    try:
+        image_path = store_prediction_image(settings(), request.files.get("file"))
+    except ImageRejected as refusal:
+        raise BadRequest(str(refusal), "file") from None
+    try:
+        return jsonify(predictions=run_prediction(celery(), image_path, jobs))
+    except PredictionTimeout as timeout:
+        raise BadRequest(str(timeout), status=504) from None
+    finally:
+        image_path.unlink(missing_ok=True)
+
+
 @api.get("/jobs/<int:job_id>")
 @documented(responses={200: "The job with its spec, summary and error", 404: "No such job"})
 def get_job(job_id: int):
@@ -207,6 +267,34 @@ def get_job(job_id: int):
     with database().transaction() as session:
         job = ops.get_existing(session, Job, job_id)
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True))
+
+
+@api.post("/jobs/<int:job_id>/cancel")
+@documented(responses={202: "The job, cancelled or asked to stop after its epoch", 409: "Already finished"})
+def cancel_job(job_id: int):
+    """Cancel a job: a queued one never starts, a running one stops within one epoch."""
+    with database().transaction() as session:
+        job = ops.request_cancel(session, job_id)
+        return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True)), 202
+
+
+@api.post("/jobs/<int:job_id>/retry")
+@documented(responses={202: "The job, queued again for a new attempt", 409: "Not failed or cancelled"})
+def retry_job(job_id: int):
+    """Run a failed or cancelled job again from the start."""
+    with database().transaction() as session:
+        job = ops.reset_for_retry(session, job_id)
+        shown = job_json(job, 0, detail=True)
+    enqueue_training(celery(), job_id)
+    return jsonify(shown), 202
+
+
+@api.get("/workers")
+@documented(responses={200: "Every worker that registered, with its status and current job"})
+def list_workers():
+    """List the workers: name, host, device, status, current job, last heartbeat."""
+    with database().transaction() as session:
+        return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session)])
 
 
 @api.get("/jobs/<int:job_id>/epochs")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from db.models import EPOCH_METRICS, Benchmark, Dataset, Epoch, Job
+from db.models import EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, Worker
+from db.operations import worker_is_online
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -17,6 +18,7 @@ def dataset_json(dataset: Dataset) -> dict:
         "id": dataset.id,
         "name": dataset.name,
         "source": "upload" if dataset.uploaded else "path",
+        "sample": dataset.sample,
         "classes": dataset.classes,
         "counts": dataset.counts,
         "images": sum(dataset.counts.values()),
@@ -81,3 +83,19 @@ def epoch_json(epoch: Epoch) -> dict:
     """One epoch's metrics."""
     return {"epoch": epoch.epoch, **{name: getattr(epoch, name) for name in EPOCH_METRICS},
             "recorded_at": iso(epoch.recorded_at)}
+
+
+def worker_json(worker: Worker, current_job: Job | None) -> dict:
+    """A worker with its liveness and the job it is running."""
+    return {
+        "name": worker.name,
+        "host": worker.host,
+        "device": worker.device,
+        "memory_bytes": worker.memory_bytes,
+        "queues": worker.queues,
+        "status": "online" if worker_is_online(worker) else "offline",
+        "current_job": {"id": current_job.id, "backbone": current_job.backbone,
+                        "benchmark_id": current_job.benchmark_id} if current_job else None,
+        "started_at": iso(worker.started_at),
+        "heartbeat_at": iso(worker.heartbeat_at),
+    }

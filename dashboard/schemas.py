@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from jobs.backbones import BACKBONES, get_backbone
+from jobs.backbones import BACKBONES, SEED_BACKBONES, get_backbone
 
 SPECIAL_WEIGHTS = ("imagenet", "none")
 
@@ -112,3 +112,16 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
     elif first["type"] == "extra_forbidden":
         message = "is not a known field"
     return (f"{field}: {message}" if field else message), field
+
+
+# The built-in sample: the seed's five backbones, each at the smallest size it accepts, random
+# weights (nothing to download), a few epochs: a few minutes on a laptop's CPU.
+SAMPLE_BENCHMARK = {
+    "name": "Sample: which backbone tells the shapes apart?",
+    "backbones": list(SEED_BACKBONES),
+    "image_size": {name: get_backbone(name).min_size for name in SEED_BACKBONES},
+    "epochs": 5,
+    "batch_size": 16,
+    "patience": 5,
+    "weights": "none",
+}

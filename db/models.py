@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -73,6 +74,8 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     root: Mapped[str] = mapped_column(Text)
     uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The small dataset `tlbench up` creates on first start, so a new user can try a benchmark.
+    sample: Mapped[bool] = mapped_column(Boolean, default=False)
     classes: Mapped[list] = mapped_column(JSON)
     counts: Mapped[dict] = mapped_column(JSON)
     skipped: Mapped[list] = mapped_column(JSON)
@@ -161,6 +164,22 @@ class Epoch(Base):
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="epochs")
+
+
+class Worker(Base):
+    """A worker process that registered itself; alive while its heartbeat is recent."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str] = mapped_column(String(200))
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    queues: Mapped[list] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "images_per_second")

@@ -5,14 +5,24 @@ attempt owns a job, so a stale attempt can no longer change it.
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, utcnow
+from db.models import EPOCH_METRICS, FINISHED_STATUSES, Benchmark, Dataset, Epoch, Job, JobStatus, Worker, utcnow
+
+# A worker that has not beaten for this long is shown offline.
+WORKER_OFFLINE_AFTER = timedelta(seconds=30)
+RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class NotFound(LookupError):
     """The row asked for does not exist."""
+
+
+class Conflict(ValueError):
+    """The request does not fit the row's current state (cancelling a finished job, say)."""
 
 
 def get_existing(session: Session, model, row_id: int):
@@ -34,6 +44,11 @@ def add_dataset(session: Session, **fields) -> Dataset:
 def list_datasets(session: Session) -> list[Dataset]:
     """Every dataset, newest first."""
     return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+
+
+def sample_dataset(session: Session) -> Dataset | None:
+    """The built-in sample dataset, if `tlbench up` created it."""
+    return session.scalar(select(Dataset).where(Dataset.sample.is_(True)).order_by(Dataset.id).limit(1))
 
 
 def create_benchmark(session: Session, *, name: str, dataset_id: int, config: dict, specs: list[dict]) -> Benchmark:
@@ -142,3 +157,69 @@ def epochs_done(session: Session, job_ids: list[int]) -> dict[int, int]:
     done = dict.fromkeys(job_ids, 0)
     done.update({job_id: latest for job_id, latest in rows})
     return done
+
+
+def benchmark_epochs(session: Session, benchmark_id: int) -> list[tuple[Job, list[Epoch]]]:
+    """Every job of a benchmark with its epoch rows, in one query for the rows."""
+    benchmark = get_existing(session, Benchmark, benchmark_id)
+    job_ids = [job.id for job in benchmark.jobs]
+    rows = session.scalars(select(Epoch).where(Epoch.job_id.in_(job_ids)).order_by(Epoch.job_id, Epoch.epoch))
+    by_job: dict[int, list[Epoch]] = {job_id: [] for job_id in job_ids}
+    for row in rows:
+        by_job[row.job_id].append(row)
+    return [(job, by_job[job.id]) for job in benchmark.jobs]
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop after its current epoch."""
+    job = get_existing(session, Job, job_id)
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"job {job_id} has already {job.status.value}")
+    job.cancel_requested = True
+    if job.status is JobStatus.QUEUED:
+        job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+    return job
+
+
+def reset_for_retry(session: Session, job_id: int) -> Job:
+    """Put a failed or cancelled job back in the queue, its old epochs and results cleared."""
+    job = get_existing(session, Job, job_id)
+    if job.status not in RETRYABLE_STATUSES:
+        raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
+    session.execute(delete(Epoch).where(Epoch.job_id == job_id))
+    job.status, job.cancel_requested = JobStatus.QUEUED, False
+    job.error = job.traceback = job.summary = job.phase = None
+    job.started_at = job.finished_at = job.heartbeat_at = None
+    return job
+
+
+def register_worker(session: Session, name: str, host: str, device: str, memory_bytes: int | None,
+                    queues: list[str]) -> None:
+    """Record a worker that just started (or started again under the same name)."""
+    worker = session.scalar(select(Worker).where(Worker.name == name)) or Worker(name=name)
+    now = utcnow()
+    worker.host, worker.device, worker.memory_bytes, worker.queues = host, device, memory_bytes, queues
+    worker.started_at = worker.heartbeat_at = now
+    worker.stopped_at = None
+    session.add(worker)
+
+
+def worker_heartbeat(session: Session, name: str) -> None:
+    """Say the worker is alive."""
+    session.execute(update(Worker).where(Worker.name == name).values(heartbeat_at=utcnow()))
+
+
+def worker_stopped(session: Session, name: str) -> None:
+    """Record a clean shutdown."""
+    session.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+
+
+def worker_is_online(worker: Worker) -> bool:
+    """Started, not stopped, and beating recently."""
+    return worker.stopped_at is None and utcnow() - worker.heartbeat_at < WORKER_OFFLINE_AFTER
+
+
+def list_workers(session: Session) -> list[tuple[Worker, Job | None]]:
+    """Every known worker with the job it is running, if any."""
+    running = {job.worker: job for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING))}
+    return [(worker, running.get(worker.name)) for worker in session.scalars(select(Worker).order_by(Worker.name))]

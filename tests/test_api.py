@@ -223,3 +223,68 @@ def test_web_app_never_imports_tensorflow(tmp_path):
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def submit(client, dataset_id: int, **change) -> dict:
+    """Submit a tiny benchmark and return the answer."""
+    response = client.post("/api/v1/benchmarks", json={"dataset": dataset_id, **GOOD, **change})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def test_cancelling_a_queued_job_cancels_it_at_once_and_only_once(client, dataset_id):
+    job_id = submit(client, dataset_id)["jobs"][0]["id"]
+    response = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202 and response.json["status"] == "cancelled"
+    again = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json["error"]
+
+
+def test_retry_requeues_a_cancelled_job_and_enqueues_it(client, dataset_id, redis_client):
+    job_id = submit(client, dataset_id)["jobs"][0]["id"]
+    assert client.post(f"/api/v1/jobs/{job_id}/retry").status_code == 409  # still queued
+    client.post(f"/api/v1/jobs/{job_id}/cancel")
+    redis_client.delete(TRAIN_QUEUE)
+    response = client.post(f"/api/v1/jobs/{job_id}/retry")
+    assert response.status_code == 202
+    assert (response.json["status"], response.json["cancel_requested"]) == ("queued", False)
+    assert redis_client.llen(TRAIN_QUEUE) == 1
+
+
+def test_benchmark_epochs_give_one_series_per_job(client, dataset_id):
+    created = submit(client, dataset_id, backbones=["VGG16", "VGG19"])
+    series = client.get(f"/api/v1/benchmarks/{created['id']}/epochs").json["series"]
+    assert [(s["backbone"], s["epochs"]) for s in series] == [("VGG16", []), ("VGG19", [])]
+
+
+def test_predict_needs_a_succeeded_job(client, dataset_id):
+    created = submit(client, dataset_id)
+    response = client.post(f"/api/v1/benchmarks/{created['id']}/predict",
+                           data={"file": (io.BytesIO(b"x"), "x.png")}, content_type="multipart/form-data")
+    assert response.status_code == 409 and "no succeeded job" in response.json["error"]
+
+
+def test_sample_benchmark_needs_the_sample_dataset(client):
+    response = client.post("/api/v1/benchmarks/sample")
+    assert response.status_code == 409 and "sample dataset" in response.json["error"]
+
+
+def test_sample_benchmark_runs_the_seed_backbones_at_their_smallest_sizes(client, app, settings):
+    from jobs.datasets import scan_dataset
+    from jobs.sample import write_sample_dataset
+    from tlbench.stack import ensure_sample_dataset
+
+    ensure_sample_dataset(settings, app.extensions["tlbench.database"])
+    ensure_sample_dataset(settings, app.extensions["tlbench.database"])  # a second start adds nothing
+    datasets = client.get("/api/v1/datasets").json["datasets"]
+    assert [(d["sample"], d["classes"]) for d in datasets] == [(True, ["circle", "square", "triangle"])]
+    assert scan_dataset(settings.home / "sample").sha256 == \
+        scan_dataset(write_sample_dataset(settings.home / "again")).sha256  # deterministic
+    created = client.post("/api/v1/benchmarks/sample").json
+    benchmark = client.get(f"/api/v1/benchmarks/{created['id']}").json
+    assert {job["backbone"]: job["image_size"] for job in benchmark["jobs"]} == \
+        {"VGG16": 32, "VGG19": 32, "InceptionV3": 75, "Xception": 71, "ResNet50": 32}
+
+
+def test_no_worker_is_listed_before_one_starts(client):
+    assert client.get("/api/v1/workers").json == {"workers": []}

@@ -103,6 +103,92 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def test_workers_register_with_their_device_and_current_job(stack):
+    url = stack["url"]
+    workers = wait_until(lambda: len(requests.get(f"{url}/api/v1/workers").json()["workers"]) == 2 and
+                         requests.get(f"{url}/api/v1/workers").json()["workers"], 30, "both workers to register")
+    by_queue = {tuple(worker["queues"]): worker for worker in workers}
+    assert set(by_queue) == {("training",), ("predict",)}
+    training = by_queue[("training",)]
+    assert training["name"].startswith("cpu1@") and training["device"].startswith("CPU")
+    assert training["status"] == "online" and training["memory_bytes"] > 0
+
+
+def test_predict_answers_probabilities_for_every_succeeded_job(stack, tmp_path):
+    url = stack["url"]
+    benchmark = next(b for b in requests.get(f"{url}/api/v1/benchmarks").json()["benchmarks"]
+                     if b["status"] == "succeeded")
+    image = make_image_folder(tmp_path / "one", classes=1, per_class=1, size=48) / "blue" / "image_0.png"
+    response = requests.post(f"{url}/api/v1/benchmarks/{benchmark['id']}/predict",
+                             files={"file": ("query.png", image.read_bytes())}, timeout=180)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert sorted(p["backbone"] for p in predictions) == ["ResNet50", "VGG16"]
+    for prediction in predictions:
+        assert set(prediction["probabilities"]) == {"blue", "green", "red"}
+        assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-4 and prediction["ms"] > 0
+        assert prediction["top"] == max(prediction["probabilities"], key=prediction["probabilities"].get)
+    refused = requests.post(f"{url}/api/v1/benchmarks/{benchmark['id']}/predict",
+                            files={"file": ("notes.png", b"not an image")})
+    assert refused.status_code == 400 and refused.json()["field"] == "file"
+    assert list((stack["home"] / "predictions").iterdir()) == []
+
+
+def job_state(url: str, job_id: int) -> dict:
+    """One job as the API shows it."""
+    return requests.get(f"{url}/api/v1/jobs/{job_id}").json()
+
+
+def start_long_job(url: str, dataset_id: int) -> int:
+    """Submit a 500-epoch job and wait until it runs: the worker is then busy for minutes."""
+    created = requests.post(f"{url}/api/v1/benchmarks", json={
+        "dataset": dataset_id, "backbones": ["VGG16"], "epochs": 500, "patience": 500, "image_size": 32,
+        "weights": "none", "batch_size": 4}).json()
+    job_id = created["jobs"][0]["id"]
+    wait_until(lambda: job_state(url, job_id)["epochs_done"] >= 1, JOB_SECONDS, "the long job's first epoch")
+    return job_id
+
+
+def cancel_and_wait(url: str, job_id: int) -> dict:
+    """Cancel a running job and wait until it has stopped."""
+    assert requests.post(f"{url}/api/v1/jobs/{job_id}/cancel").status_code == 202
+    return wait_until(lambda: job_state(url, job_id)["status"] == "cancelled" and job_state(url, job_id),
+                      120, f"job {job_id} to stop")
+
+
+def test_cancel_stops_a_running_job_within_an_epoch_and_retry_runs_it_again(stack, tmp_path):
+    url = stack["url"]
+    dataset = upload_dataset(url, make_image_folder(tmp_path / "shapes", classes=2, per_class=6, size=32))
+    job_id = start_long_job(url, dataset["id"])
+    cancelled = cancel_and_wait(url, job_id)
+    assert cancelled["epochs_done"] < 500 and cancelled["summary"]["cancelled"]
+    names = {a["name"] for a in requests.get(f"{url}/api/v1/jobs/{job_id}/artifacts").json()["artifacts"]}
+    assert "model.keras" in names  # what it learned so far is kept
+
+    retried = requests.post(f"{url}/api/v1/jobs/{job_id}/retry").json()
+    assert retried["status"] == "queued" and retried["epochs_done"] == 0
+    wait_until(lambda: job_state(url, job_id)["epochs_done"] >= 1, JOB_SECONDS, "the retry's first epoch")
+    assert job_state(url, job_id)["attempt"] == 2
+    cancel_and_wait(url, job_id)
+
+
+def test_cancelled_queued_jobs_never_start(stack, tmp_path):
+    url = stack["url"]
+    dataset = upload_dataset(url, make_image_folder(tmp_path / "shapes", classes=2, per_class=6, size=32))
+    busy = start_long_job(url, dataset["id"])
+    created = requests.post(f"{url}/api/v1/benchmarks/sample").json()
+    assert len(created["jobs"]) == 5
+    for job in created["jobs"]:
+        assert requests.post(f"{url}/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    cancel_and_wait(url, busy)
+    marker = requests.post(f"{url}/api/v1/benchmarks", json={
+        "dataset": dataset["id"], "backbones": ["VGG16"], "epochs": 1, "image_size": 32, "weights": "none"}).json()
+    wait_until(lambda: finished_benchmark(url, marker["id"]), JOB_SECONDS, "a job queued after them to finish")
+    for job in created["jobs"]:
+        state = job_state(url, job["id"])
+        assert (state["status"], state["attempt"], state["started_at"]) == ("cancelled", 0, None)
+
+
 def test_a_second_stack_on_the_same_home_refuses_to_start(stack):
     result = subprocess.run([sys.executable, "-m", "tlbench", "up", "--home", str(stack["home"]),
                              "--port", str(free_port())], capture_output=True, text=True, timeout=60)

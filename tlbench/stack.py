@@ -8,8 +8,12 @@ from pathlib import Path
 import redis
 from filelock import FileLock, Timeout
 
+from dashboard.dataset_registry import dataset_fields
+from db import operations as ops
 from db.session import Database
 from db.settings import Settings, embedded_redis_socket, ensure_folders
+from jobs.datasets import scan_dataset
+from jobs.sample import write_sample_dataset
 from tlbench.supervisor import Supervisor
 from worker.launch import ProcessSpec, worker_processes
 
@@ -53,6 +57,18 @@ class HomeInUse(RuntimeError):
     """Another `tlbench up` already runs on this home (its Redis socket and database)."""
 
 
+def ensure_sample_dataset(settings: Settings, database: Database) -> None:
+    """On first start, write and register the sample dataset, so a new user can try a benchmark at once."""
+    with database.transaction() as session:
+        if ops.sample_dataset(session) is not None:
+            return
+    root = settings.home / "sample"
+    if not root.is_dir():
+        write_sample_dataset(root)
+    with database.transaction() as session:
+        ops.add_dataset(session, sample=True, **dataset_fields("Sample shapes", root, False, scan_dataset(root)))
+
+
 def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2) -> int:
     """Start everything once per home, print the URL, and supervise until Ctrl-C or SIGTERM."""
     ensure_folders(settings)
@@ -68,6 +84,7 @@ def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str
     """Start the children and watch them."""
     database = Database(settings.database_url)
     database.create_tables()  # once, here, before several processes race to do it
+    ensure_sample_dataset(settings, database)
     database.dispose()
 
     supervisor = Supervisor()

@@ -57,14 +57,13 @@ class Supervisor:
         return 0
 
     def stop_all(self) -> None:
-        """SIGTERM every child, wait for them, then SIGKILL the ones that still run."""
-        for _, process, _ in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for _, process, _ in self.running.values():
+        """Stop the children in reverse order of start (the broker last), each SIGTERM then SIGKILL."""
+        for _, process, _ in reversed(list(self.running.values())):
+            if process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 # The whole group: a Celery worker's training child must not outlive it.
                 os.killpg(process.pid, signal.SIGKILL)

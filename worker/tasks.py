@@ -1,7 +1,10 @@
-"""Celery tasks: thin wrappers that hand a job id to the runner."""
+"""Celery tasks: thin wrappers that hand ids and paths to the code that does the work."""
 from __future__ import annotations
 
-from worker.celery_app import TRAIN_TASK, celery_app
+from pathlib import Path
+
+from db.settings import load_settings
+from worker.celery_app import PREDICT_TASK, TRAIN_TASK, celery_app
 from worker.runner import run_job_by_id
 
 
@@ -9,3 +12,14 @@ from worker.runner import run_job_by_id
 def train_job(self, job_id: int) -> None:
     """Train one job; its state lives in the database, not in Celery's result backend."""
     run_job_by_id(job_id, worker_name=self.request.hostname)
+
+
+@celery_app.task(name=PREDICT_TASK, ignore_result=False, acks_late=False)
+def predict(image_path: str, jobs: list[dict]) -> list[dict]:
+    """Predict one image with each listed job's model ({"job_id", "backbone"} each)."""
+    from jobs.predict import predict_image  # Keras loads here, in the worker's child, never in its parent
+
+    settings = load_settings()
+    return [{"job_id": job["job_id"], "backbone": job["backbone"],
+             **predict_image(settings.job_artifact_dir(job["job_id"]), Path(image_path))}
+            for job in jobs]

@@ -1,0 +1,62 @@
+"""A worker registers itself in the database at start, beats every few seconds, and says when it stops.
+
+It runs in the worker's main process on Celery's own timer (the event loop's thread), so no extra
+thread exists when the pool forks a child, and no database connection stays open across a fork.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from celery import bootsteps
+
+from db import operations as ops
+from db.session import Database
+from db.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+BEAT_SECONDS = 10.0
+
+
+class WorkerRegistry(bootsteps.StartStopStep):
+    """Register, beat and deregister this worker in the database."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.timer_entry = None
+
+    def start(self, worker) -> None:
+        """Register now, then beat on the worker's timer."""
+        self._write(ops.register_worker, worker.hostname, socket.gethostname(),
+                    os.environ.get("TLBENCH_DEVICE", "CPU"), _int_or_none(os.environ.get("TLBENCH_DEVICE_MEMORY")),
+                    [queue for queue in os.environ.get("TLBENCH_QUEUES", "").split(",") if queue])
+        self.timer_entry = worker.timer.call_repeatedly(BEAT_SECONDS, self._write,
+                                                        (ops.worker_heartbeat, worker.hostname))
+
+    def stop(self, worker) -> None:
+        """Stop beating and record the clean shutdown."""
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+        self._write(ops.worker_stopped, worker.hostname)
+
+    @staticmethod
+    def _write(operation, *args) -> None:
+        """Run one database operation in its own short-lived engine; log, never raise."""
+        database = Database(load_settings().database_url)
+        try:
+            with database.transaction() as session:
+                operation(session, *args)
+        except Exception:  # the worker must keep serving even when the registry can't be written
+            log.exception("worker registry: %s failed", operation.__name__)
+        finally:
+            database.dispose()
+
+
+def _int_or_none(text: str | None) -> int | None:
+    """An integer from the environment, if there is one."""
+    return int(text) if text and text.isdigit() else None
