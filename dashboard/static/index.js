@@ -1,31 +1,48 @@
-// Fill the benchmarks table from the JSON API and refresh it every two seconds.
-"use strict";
+// The benchmarks list: one row per benchmark, refreshed while any of them is still running.
+import { ACTIVE_STATUSES, api, dateTime, el, percent, poll, postJSON, showAlert, statusBadge } from "./tlbench.js";
 
-function cell(text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
-}
+const alertBox = document.getElementById("alert");
+const REFRESH_MS = 2000;
 
-function row(benchmark) {
-  const tr = document.createElement("tr");
+/** One table row for a benchmark. */
+function benchmarkRow(benchmark) {
   const leader = benchmark.leader;
-  tr.append(
-    cell(benchmark.id), cell(benchmark.name), cell(benchmark.status), cell(benchmark.dataset.name),
-    cell(leader ? leader.backbone : "–"),
-    cell(leader ? (100 * leader.best_val_accuracy).toFixed(1) + " %" : "–", "num"),
-    cell(new Date(benchmark.created_at).toLocaleString()),
+  return el("tr", {},
+    el("td", { className: "num" }, String(benchmark.id)),
+    el("td", { className: "wrap" }, el("a", { href: `/benchmarks/${benchmark.id}` }, benchmark.name)),
+    el("td", {}, statusBadge(benchmark.status)),
+    el("td", {}, benchmark.dataset.name),
+    el("td", { className: "wrap" }, benchmark.backbones.join(", ")),
+    el("td", {}, leader ? el("a", { href: `/jobs/${leader.job_id}` }, leader.backbone) : "–"),
+    el("td", { className: "num" }, percent(leader?.best_val_accuracy)),
+    el("td", {}, dateTime(benchmark.created_at)),
   );
-  return tr;
 }
 
+/** Redraw the list; answers whether to look again (something is still queued or running). */
 async function refresh() {
-  const response = await fetch("/api/v1/benchmarks");
-  const { benchmarks } = await response.json();
-  document.querySelector("#benchmarks tbody").replaceChildren(...benchmarks.map(row));
+  const { benchmarks } = await api("/benchmarks");
+  document.getElementById("loading").hidden = true;
   document.getElementById("empty").hidden = benchmarks.length > 0;
+  document.getElementById("list").hidden = benchmarks.length === 0;
+  document.querySelector("#benchmarks tbody").replaceChildren(...benchmarks.map(benchmarkRow));
+  return benchmarks.some((benchmark) => ACTIVE_STATUSES.has(benchmark.status));
 }
 
-refresh();
-setInterval(refresh, 2000);
+/** Start the built-in sample benchmark and open its page. */
+async function runSample(event) {
+  const button = event.currentTarget;
+  button.disabled = true;
+  button.textContent = "Starting…";
+  try {
+    const created = await postJSON("/benchmarks/sample");
+    window.location.assign(`/benchmarks/${created.id}`);
+  } catch (error) {
+    showAlert(alertBox, `Could not start the sample benchmark: ${error.message}`);
+    button.disabled = false;
+    button.textContent = "Run the sample benchmark";
+  }
+}
+
+document.getElementById("run-sample").addEventListener("click", runSample);
+poll(refresh, REFRESH_MS, (message) => showAlert(alertBox, message));
