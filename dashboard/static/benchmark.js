@@ -1,6 +1,6 @@
 // The benchmark page: a live, sortable comparison table and Plotly charts, polled while jobs run.
 import {
-  ACTIVE_STATUSES, api, bytes, count, dateTime, decimal, duration, el, jobLink, mean, millions, pageId,
+  ACTIVE_STATUSES, api, bytes, count, dateTime, decimal, duration, el, jobLink, mean, milliseconds, millions, pageId,
   percent, poll, progress, showAlert, statusBadge,
 } from "./tlbench.js";
 import { axis, colour, draw, epochAxis, epochLine, layout, percentAxis } from "./charts.js";
@@ -39,24 +39,29 @@ function rowValues(job, index, epochs) {
   };
 }
 
-/** The status cell: the word, a progress bar, "x/N epochs", and the time left or the error. */
-function statusCell(row) {
+/** The line under a job's status: its error, or while it runs, its phase and the time left. */
+function statusDetail(row) {
   const { job } = row;
-  const remaining = (job.epochs - job.epochs_done) * row.secondsPerEpoch;
-  let detail = null;
-  if (job.status === "running" && row.secondsPerEpoch != null) detail = `about ${duration(remaining)} left`;
-  if (job.status === "running" && job.phase) detail = [job.phase, detail].filter(Boolean).join(" · ");
-  if (job.error) detail = job.error.length > 80 ? `${job.error.slice(0, 80)}…` : job.error;
+  if (job.error) return job.error.length > 80 ? `${job.error.slice(0, 80)}…` : job.error;
+  if (job.status !== "running") return null;
+  // Early stopping may end it sooner: this is the most it will take at the pace so far.
+  const left = row.secondsPerEpoch == null ? null : `about ${duration((job.epochs - job.epochs_done) * row.secondsPerEpoch)} left`;
+  return [job.phase, left].filter(Boolean).join(" · ") || null;
+}
+
+/** The status cell: the word, a progress bar, "x/N epochs", and the detail line. */
+function statusCell(row) {
+  const detail = statusDetail(row);
   return el("td", { className: "wrap" },
-    statusBadge(job.status),
-    progress(job),
-    detail && el("div", { className: "small", title: job.error ?? "" }, detail));
+    statusBadge(row.job.status),
+    progress(row.job),
+    detail && el("div", { className: "small", title: row.job.error ?? "" }, detail));
 }
 
 /** One comparison row; `best` marks the leader. */
 function tableRow(row, best) {
   const backbone = el("td", {}, jobLink(row.job), best && el("span", { className: "best-mark" }, "★ best"));
-  return el("tr", { className: best ? "best" : "", "data-job-id": row.job.id },
+  return el("tr", { className: best ? "best" : "" },
     backbone,
     statusCell(row),
     el("td", { className: "num" }, percent(row.bestAccuracy)),
@@ -67,7 +72,7 @@ function tableRow(row, best) {
     el("td", { className: "num" }, count(row.imagesPerSecond)),
     el("td", { className: "num", title: row.trainable == null ? "" : `${count(row.trainable)} trainable` }, millions(row.parameters)),
     el("td", { className: "num" }, bytes(row.modelBytes)),
-    el("td", { className: "num" }, row.latency == null ? "–" : `${decimal(row.latency, 2)} ms`),
+    el("td", { className: "num" }, milliseconds(row.latency)),
   );
 }
 

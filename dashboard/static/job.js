@@ -1,6 +1,6 @@
 // The job page: curves, result, configuration, artifacts, error, and Cancel/Retry, polled while it runs.
 import {
-  ACTIVE_STATUSES, api, bytes, count, dateTime, decimal, duration, el, millions, pageId, percent, poll,
+  ACTIVE_STATUSES, api, bytes, count, dateTime, decimal, duration, el, milliseconds, millions, pageId, percent, poll,
   postJSON, progress, showAlert, statusBadge,
 } from "./tlbench.js";
 import { axis, colour, draw, epochAxis, epochLine, layout, percentAxis } from "./charts.js";
@@ -63,9 +63,14 @@ function renderCurves(epochs) {
   }
 }
 
-/** The summary of a finished job. */
-function renderSummary(summary) {
-  if (!summary) return;
+/** The summary of a finished job, or why there is none. */
+function renderSummary(job) {
+  const { summary } = job;
+  if (!summary) {
+    const why = ACTIVE_STATUSES.has(job.status) ? "when the job finishes" : `none: job ${job.status}`;
+    fillPairs(document.getElementById("summary"), [["Result", why]]);
+    return;
+  }
   fillPairs(document.getElementById("summary"), [
     ["Best val accuracy", percent(summary.best_val_accuracy)],
     ["Val loss at best", decimal(summary.best_val_loss, 3)],
@@ -74,7 +79,7 @@ function renderSummary(summary) {
     ["Training time", duration(summary.train_seconds)],
     ["Parameters", `${millions(summary.params_total)} (${millions(summary.params_trainable)} trainable)`],
     ["Model size", bytes(summary.model_bytes)],
-    ["Latency per image", `${decimal(summary.latency_ms_per_image, 2)} ms`],
+    ["Latency per image", milliseconds(summary.latency_ms_per_image)],
     ["Images", `${count(summary.n_train)} train, ${count(summary.n_validation)} validation, ${summary.image_size} px`],
     ["Classes", summary.classes.join(", ")],
   ]);
@@ -95,6 +100,7 @@ function artifactUrl(name) {
 /** The files the job wrote, with download links and sizes. */
 async function renderArtifacts() {
   const { artifacts } = await api(`/jobs/${jobId}/artifacts`);
+  document.getElementById("no-artifacts").textContent = "None: the job wrote no files.";
   document.getElementById("no-artifacts").hidden = artifacts.length > 0;
   document.getElementById("artifacts-wrap").hidden = artifacts.length === 0;
   document.querySelector("#artifacts tbody").replaceChildren(...artifacts.map((artifact) => el("tr", {},
@@ -114,7 +120,7 @@ async function refresh() {
   renderButtons(job);
   renderFailure(job);
   renderCurves(epochs);
-  renderSummary(job.summary);
+  renderSummary(job);
   renderSpec(job.spec);
   if (!active) await renderArtifacts();
   return active;

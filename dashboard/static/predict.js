@@ -1,5 +1,5 @@
 // The predict page: one uploaded image, class probabilities from every finished model, side by side.
-import { api, clearFieldErrors, count, el, jobLink, pageId, percent, postForm, showFieldError } from "./tlbench.js";
+import { api, clearFieldErrors, el, jobLink, milliseconds, pageId, percent, postForm, showFieldError } from "./tlbench.js";
 import { axis, colour, draw, layout } from "./charts.js";
 
 const benchmarkId = pageId("benchmarkId");
@@ -38,7 +38,7 @@ function predictionCard(prediction) {
   const card = el("section", { className: "card" },
     el("h3", {}, jobLink({ id: prediction.job_id, backbone: prediction.backbone })),
     el("p", { className: "top-class" }, "Top: ", el("strong", {}, prediction.top), ` (${percent(prediction.probabilities[prediction.top])})`),
-    el("p", { className: "small" }, `${count(prediction.ms)} ms`),
+    el("p", { className: "small" }, milliseconds(prediction.ms, 0)),
     chart);
   return { card, chart, classes, colour: colour(colourIndex.get(prediction.job_id) ?? 0) };
 }

@@ -4,7 +4,7 @@ const API = "/api/v1";
 export const ACTIVE_STATUSES = new Set(["queued", "running"]);
 
 /** An API answer that was not 2xx, carrying the API's message and the field it names. */
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(message, field, status) {
     super(message);
     this.field = field;
@@ -65,6 +65,11 @@ export function bytes(value) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   const power = Math.min(units.length - 1, Math.floor(Math.log2(Math.max(value, 1)) / 10));
   return power === 0 ? `${value} B` : `${decimal(value / 1024 ** power, 1)} ${units[power]}`;
+}
+
+/** Milliseconds, e.g. 8.07 → "8.07 ms". */
+export function milliseconds(value, digits = 2) {
+  return value == null ? DASH : `${decimal(value, digits)} ms`;
 }
 
 /** A duration in seconds, e.g. 75 → "1 min 15 s". */
