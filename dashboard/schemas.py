@@ -120,8 +120,8 @@ SAMPLE_BENCHMARK = {
     "name": "Sample: which backbone tells the shapes apart?",
     "backbones": list(SEED_BACKBONES),
     "image_size": {name: get_backbone(name).min_size for name in SEED_BACKBONES},
-    "epochs": 5,
+    "epochs": 8,
     "batch_size": 16,
-    "patience": 5,
+    "patience": 8,
     "weights": "none",
 }
