@@ -35,11 +35,13 @@ function predictionCard(prediction) {
   const classes = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]);
   const chart = el("div", { className: "chart prediction-chart", id: `prediction-${prediction.job_id}` });
   chart.style.height = `${Math.max(180, 30 * classes.length + 70)}px`;
+  // The image beside each model's answer, as the seed's predict_who_is_who drew it.
+  const thumbnail = el("img", { className: "thumbnail", src: previewUrl, alt: `The image ${prediction.backbone} classified` });
   const card = el("section", { className: "card" },
     el("h3", {}, jobLink({ id: prediction.job_id, backbone: prediction.backbone })),
     el("p", { className: "top-class" }, "Top: ", el("strong", {}, prediction.top), ` (${percent(prediction.probabilities[prediction.top])})`),
     el("p", { className: "small" }, milliseconds(prediction.ms, 0)),
-    chart);
+    el("div", { className: "prediction-body" }, thumbnail, chart));
   return { card, chart, classes, colour: colour(colourIndex.get(prediction.job_id) ?? 0) };
 }
 

@@ -172,7 +172,11 @@ def test_predict_shows_a_probability_chart_per_backbone(stack, page, trained, tm
     charts = page.locator(".prediction-chart")
     expect(charts).to_have_count(2, timeout=TRAINING_TIMEOUT_MS)
     for backbone in BACKBONES:
-        expect(page.locator(".card", has=page.get_by_role("link", name=backbone))).to_contain_text("Top:")
+        card = page.locator(".card", has=page.get_by_role("link", name=backbone))
+        expect(card).to_contain_text("Top:")
+        thumbnail = card.locator(".prediction-body img.thumbnail")  # the image beside its chart
+        expect(thumbnail).to_be_visible()
+        assert thumbnail.evaluate("img => img.naturalWidth") == 32
     for chart_id in charts.evaluate_all("divs => divs.map(div => div.id)"):
         assert sorted(chart_data(page, chart_id)[0]["y"]) == ["blue", "green", "red"]
 
