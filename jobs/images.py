@@ -1,12 +1,11 @@
 """Decode a dataset's images once into a cached uint8 array shared by all jobs."""
 
-import os
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image, ImageOps
 
+from jobs.cache import cached_array
 from jobs.datasets import ImageFile
 
 # 65535 / 257 == 255: maps the 16-bit range exactly onto the 8-bit one.
@@ -36,16 +35,14 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
     return np.asarray(rgb.resize((image_size, image_size), Image.Resampling.BILINEAR))
 
 
-def _write_cache(cache_path: Path, dataset_root: Path, files: list[ImageFile], image_size: int) -> None:
-    """Decode every file straight into a .npy on disk, then move it into place atomically."""
-    partial = cache_path.with_name(cache_path.name + ".partial")
+def _decode_all(partial: Path, dataset_root: Path, files: list[ImageFile], image_size: int) -> None:
+    """Decode every file straight into a .npy on disk."""
     # A memory-mapped file keeps memory flat however large the dataset is.
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), image_size, image_size, 3))
     for index, image_file in enumerate(files):
         array[index] = decode_image(dataset_root / image_file.path, image_size)
     array.flush()
     del array
-    os.replace(partial, cache_path)
 
 
 def load_uint8_images(
@@ -55,11 +52,5 @@ def load_uint8_images(
 
     `files` must be the full file list of the scanned dataset whose hash is `dataset_sha256`.
     """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = cache_dir / f"{dataset_sha256}-{image_size}px.npy"
-    # Workers starting together wait for the first one to decode instead of decoding again.
-    with FileLock(str(cache_path) + ".lock"):
-        if not cache_path.exists():
-            _write_cache(cache_path, Path(dataset_root), files, image_size)
-    return np.load(cache_path, mmap_mode="r")
+    cache_path = Path(cache_dir) / f"{dataset_sha256}-{image_size}px.npy"
+    return cached_array(cache_path, lambda partial: _decode_all(partial, Path(dataset_root), files, image_size))

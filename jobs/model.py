@@ -13,6 +13,10 @@ from jobs.backbones import Backbone
 from jobs.spec import JobSpec
 
 HEAD_UNITS = 512
+# Names the feature cache uses to split the classifier into base and head.
+POOLED_LAYER = "pooled"
+HEAD_HIDDEN_LAYER = "head_hidden"
+PROBABILITIES_LAYER = "probabilities"
 AUGMENTATION_FACTOR = 0.1
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN_RGB_UNIT = (0.485, 0.456, 0.406)
@@ -119,10 +123,10 @@ def build_classifier(base, backbone: Backbone, spec: JobSpec, class_count: int):
         images = _augment(images)
     # training=False keeps BatchNormalization in inference mode, even once layers are unfrozen.
     features = base(images, training=False)
-    pooled = keras.layers.GlobalAveragePooling2D()(features)
-    hidden = keras.layers.Dense(HEAD_UNITS, activation="relu")(pooled)
+    pooled = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(features)
+    hidden = keras.layers.Dense(HEAD_UNITS, activation="relu", name=HEAD_HIDDEN_LAYER)(pooled)
     # Softmax stays float32 even under a mixed-precision policy.
-    probabilities = keras.layers.Dense(class_count, activation="softmax", dtype="float32", name="probabilities")(hidden)
+    probabilities = keras.layers.Dense(class_count, activation="softmax", dtype="float32", name=PROBABILITIES_LAYER)(hidden)
     return keras.Model(pixels, probabilities, name=f"{backbone.name}_classifier")
 
 

@@ -19,3 +19,6 @@ class JobSpec(BaseModel):
     fine_tune_layers: int = 0
     seed: int = 0
     validation_split: float = 0.2
+    # With a frozen base and no augmentation, train the head on features computed once (same result,
+    # much faster); False forces the seed's end-to-end loop, for comparisons.
+    feature_cache: bool = True

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import math
+import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 
 from jobs.backbones import get_backbone
 from jobs.datasets import ScannedDataset
+from jobs.features import feature_cache_path, head_model, pooled_features, uses_feature_cache
 from jobs.images import load_uint8_images
 from jobs.model import (
     WeightsUnavailable,
@@ -61,12 +63,17 @@ class Reporter(Protocol):
 
 @dataclass
 class TrainingData:
-    """uint8 images and one-hot float32 labels of both sides of the split."""
+    """Every image (uint8, dataset order, memory-mapped), one-hot labels, and the benchmark's split."""
 
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    validation_images: np.ndarray
-    validation_labels: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    train_index: np.ndarray
+    validation_index: np.ndarray
+
+    def split(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(train inputs, train labels, validation inputs, validation labels) of inputs in dataset order."""
+        return (inputs[self.train_index], self.labels[self.train_index],
+                inputs[self.validation_index], self.labels[self.validation_index])
 
 
 class EpochRecorder:
@@ -117,7 +124,40 @@ def load_training_data(spec: JobSpec, dataset: ScannedDataset, cache_dir: Path) 
         )
     labels = np.array([image_file.label for image_file in dataset.files])
     one_hot = np.eye(len(dataset.classes), dtype=np.float32)[labels]
-    return TrainingData(images[train], one_hot[train], images[validation], one_hot[validation])
+    return TrainingData(images, one_hot, train, validation)
+
+
+def shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int):
+    """Training batches in an order fixed by the seed and the epoch number.
+
+    Both ways of training (images end to end, or cached features) see the same batches in the same
+    order, so they reach the same weights; the order does not depend on the backend either.
+    """
+    import keras
+
+    class ShuffledBatches(keras.utils.PyDataset):
+        """A new seeded permutation each epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.epoch = first_epoch
+            self.order = self._permutation()
+
+        def _permutation(self) -> np.ndarray:
+            return np.random.default_rng([seed, self.epoch]).permutation(len(inputs))
+
+        def __len__(self) -> int:
+            return math.ceil(len(inputs) / batch_size)
+
+        def __getitem__(self, index: int):
+            chosen = self.order[index * batch_size:(index + 1) * batch_size]
+            return inputs[chosen], labels[chosen]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._permutation()
+
+    return ShuffledBatches()
 
 
 def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path) -> list:
@@ -135,17 +175,18 @@ def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path) -> li
     return callbacks
 
 
-def _fit(model, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path, last_epoch: int):
-    """Train from the epoch after the last recorded one up to last_epoch."""
+def _fit(model, inputs: np.ndarray, spec: JobSpec, data: TrainingData, recorder: EpochRecorder,
+         artifact_dir: Path, last_epoch: int):
+    """Train `model` on `inputs` (images or features, dataset order) up to last_epoch."""
+    train_inputs, train_labels, validation_inputs, validation_labels = data.split(inputs)
+    recorder.model = model
     model.fit(
-        data.train_images,
-        data.train_labels,
-        validation_data=(data.validation_images, data.validation_labels),
-        batch_size=spec.batch_size,
+        shuffled_batches(train_inputs, train_labels, spec.batch_size, spec.seed, first_epoch=len(recorder.rows)),
+        validation_data=(validation_inputs, validation_labels),
+        validation_batch_size=spec.batch_size,
         initial_epoch=len(recorder.rows),
         epochs=last_epoch,
         callbacks=_callbacks(spec, recorder, artifact_dir),
-        shuffle=True,
         verbose=0,
     )
 
@@ -161,21 +202,33 @@ def _fine_tune(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRe
     head_rows = len(recorder.rows)
     unfreeze_top_layers(base, spec.fine_tune_layers)
     compile_classifier(model, spec.learning_rate / FINE_TUNE_LEARNING_RATE_DIVISOR)
-    _fit(model, spec, data, recorder, artifact_dir, last_epoch=spec.epochs)
+    _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=spec.epochs)
     # EarlyStopping restored the best fine-tuning epoch; the head alone may still have been better.
     if _best_val_accuracy(recorder.rows[head_rows:]) <= _best_val_accuracy(recorder.rows[:head_rows]):
         model.set_weights(head_weights)
 
 
-def train(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path) -> None:
-    """Train the head on the frozen base; with fine_tune_layers, spend the second half fine-tuning.
+def _train_head_on_features(model, spec: JobSpec, data: TrainingData, recorder: EpochRecorder,
+                            artifact_dir: Path, features: np.ndarray) -> None:
+    """Train only the head, on the base's cached features; the classifier shares its weights."""
+    head = head_model(model, features.shape[1])
+    compile_classifier(head, spec.learning_rate)
+    _fit(head, features, spec, data, recorder, artifact_dir, last_epoch=spec.epochs)
+
+
+def train(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path,
+          features: np.ndarray | None = None) -> None:
+    """Train the head on the frozen base (on `features` when given); with fine_tune_layers, fine-tune after.
 
     The head phase gets ceil(epochs / 2) epochs (fewer if early stopping ends it) and fine-tuning
     the rest, so the two phases together never exceed spec.epochs and epoch numbers continue.
     """
+    if features is not None:
+        _train_head_on_features(model, spec, data, recorder, artifact_dir, features)
+        return
     head_epochs = math.ceil(spec.epochs / 2) if spec.fine_tune_layers > 0 else spec.epochs
     compile_classifier(model, spec.learning_rate)
-    _fit(model, spec, data, recorder, artifact_dir, last_epoch=head_epochs)
+    _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=head_epochs)
     if spec.fine_tune_layers > 0 and not recorder.cancelled and len(recorder.rows) < spec.epochs:
         _fine_tune(model, base, spec, data, recorder, artifact_dir)
 
@@ -222,9 +275,12 @@ def _summary(spec, dataset, model, data, recorder, train_seconds: float, artifac
         "params_total": int(model.count_params()),
         "params_trainable": int(sum(math.prod(weight.shape) for weight in model.trainable_weights)),
         "model_bytes": (artifact_dir / "model.keras").stat().st_size,
-        "latency_ms_per_image": latency_ms_per_image(model, data.validation_images[0]),
-        "n_train": len(data.train_images),
-        "n_validation": len(data.validation_images),
+        "latency_ms_per_image": latency_ms_per_image(model, np.asarray(data.images[data.validation_index[0]])),
+        "n_train": len(data.train_index),
+        "n_validation": len(data.validation_index),
+        "feature_cache": uses_feature_cache(spec),
+        # The job's process runs this job alone, so its high-water mark is the job's peak.
+        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "image_size": spec.image_size,
         "classes": list(dataset.classes),
     }
@@ -243,10 +299,14 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
     backbone = get_backbone(spec.backbone)
     base = build_base(backbone, spec.image_size, spec.weights)
     model = build_classifier(base, backbone, spec, len(dataset.classes))
-    reporter.progress("training")
-    recorder = EpochRecorder(reporter, model, len(data.train_images))
+    recorder = EpochRecorder(reporter, model, len(data.train_index))
     started = time.perf_counter()
-    train(model, base, spec, data, recorder, artifact_dir)
+    features = None
+    if uses_feature_cache(spec):
+        reporter.progress("computing features")
+        features = pooled_features(model, data.images, feature_cache_path(cache_dir, dataset.sha256, spec))
+    reporter.progress("training")
+    train(model, base, spec, data, recorder, artifact_dir, features)
     train_seconds = time.perf_counter() - started
     reporter.progress("saving artifacts")
     _save_model(model, artifact_dir)

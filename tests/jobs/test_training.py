@@ -31,6 +31,8 @@ SUMMARY_KEYS = {
     "n_validation",
     "image_size",
     "classes",
+    "feature_cache",
+    "peak_memory_bytes",
 }
 
 
@@ -55,7 +57,7 @@ def test_reports_every_epoch_and_phase(finished_job):
     _, reporter, _ = finished_job
     assert [epoch for epoch, _ in reporter.epochs] == [1, 2]
     assert set(reporter.epochs[0][1]) == set(HISTORY_COLUMNS) - {"epoch"}
-    assert reporter.messages[:3] == ["decoding images", "building model", "training"]
+    assert reporter.messages[:4] == ["decoding images", "building model", "computing features", "training"]
 
 
 def test_writes_every_artifact(finished_job, small_dataset):
