@@ -38,9 +38,9 @@ def weights_identity(spec: JobSpec) -> str:
     return f"file-{digest.hexdigest()[:16]}"
 
 
-def feature_cache_path(cache_dir: Path, dataset_sha256: str, spec: JobSpec) -> Path:
-    """Where the pooled features of this dataset, backbone, size and weights live."""
-    name = f"{dataset_sha256}-{spec.backbone}-{spec.image_size}px-{weights_identity(spec)}.npy"
+def feature_cache_path(cache_dir: Path, dataset_sha256: str, spec: JobSpec, policy: str = "float32") -> Path:
+    """Where the pooled features of this dataset, backbone, size, weights and precision live."""
+    name = f"{dataset_sha256}-{spec.backbone}-{spec.image_size}px-{weights_identity(spec)}-{policy}.npy"
     return Path(cache_dir) / "features" / name
 
 

@@ -36,6 +36,16 @@ PREPROCESSING_SCALE_OFFSET = {
 DOWNLOAD_FAILURE = re.compile(r"URL fetch failure on (?P<url>\S+): .*?-- (?P<reason>.*)", re.DOTALL)
 
 
+def precision_policy(mixed_precision: bool | None) -> str:
+    """The Keras dtype policy: mixed bfloat16 when asked, or by default on an accelerator."""
+    import keras
+
+    if mixed_precision is None:
+        devices = keras.distribution.list_devices()
+        mixed_precision = any("gpu" in str(device).lower() or "tpu" in str(device).lower() for device in devices)
+    return "mixed_bfloat16" if mixed_precision else "float32"
+
+
 class WeightsUnavailable(RuntimeError):
     """The requested pretrained weights could not be downloaded or found."""
 

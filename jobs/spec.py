@@ -22,3 +22,5 @@ class JobSpec(BaseModel):
     # With a frozen base and no augmentation, train the head on features computed once (same result,
     # much faster); False forces the seed's end-to-end loop, for comparisons.
     feature_cache: bool = True
+    # bfloat16 compute with float32 weights; None = on where a GPU or TPU is visible, off on CPUs.
+    mixed_precision: bool | None = None

@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import json
 import math
-import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ from jobs.backbones import get_backbone
 from jobs.datasets import ScannedDataset
 from jobs.features import feature_cache_path, head_model, pooled_features, uses_feature_cache
 from jobs.images import load_uint8_images
+from jobs.memory import peak_memory_bytes, reset_peak_memory
 from jobs.model import (
     WeightsUnavailable,
+    precision_policy,
     build_base,
     build_classifier,
     compile_classifier,
@@ -279,8 +280,8 @@ def _summary(spec, dataset, model, data, recorder, train_seconds: float, artifac
         "n_train": len(data.train_index),
         "n_validation": len(data.validation_index),
         "feature_cache": uses_feature_cache(spec),
-        # The job's process runs this job alone, so its high-water mark is the job's peak.
-        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "precision": model.dtype_policy.name,
+        "peak_memory_bytes": peak_memory_bytes(),
         "image_size": spec.image_size,
         "classes": list(dataset.classes),
     }
@@ -292,7 +293,12 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
 
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
+    # A worker process may run several jobs: forget the previous job's models and memory peak.
+    keras.backend.clear_session()
+    reset_peak_memory()
     keras.utils.set_random_seed(spec.seed)
+    policy = precision_policy(spec.mixed_precision)
+    keras.config.set_dtype_policy(policy)
     reporter.progress("decoding images")
     data = load_training_data(spec, dataset, Path(cache_dir))
     reporter.progress("building model")
@@ -304,7 +310,7 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
     features = None
     if uses_feature_cache(spec):
         reporter.progress("computing features")
-        features = pooled_features(model, data.images, feature_cache_path(cache_dir, dataset.sha256, spec))
+        features = pooled_features(model, data.images, feature_cache_path(cache_dir, dataset.sha256, spec, policy))
     reporter.progress("training")
     train(model, base, spec, data, recorder, artifact_dir, features)
     train_seconds = time.perf_counter() - started

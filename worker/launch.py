@@ -8,11 +8,16 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from db.settings import load_settings
 from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
 
 # The prediction worker keeps its process (and the models it loaded) across requests; it never
 # forks after loading TensorFlow, because its one child does all the work.
 PREDICT_TASKS_PER_CHILD = 1000
+# A GPU worker runs each job in a fresh process: TensorFlow never gives GPU memory back otherwise.
+# A CPU worker holds no device memory, so its process runs many jobs and each saves the ~6 s of
+# importing and starting TensorFlow (jobs clear Keras' session and measure their own memory peak).
+CPU_JOBS_PER_PROCESS = 50
 
 
 @dataclass(frozen=True)
@@ -85,14 +90,33 @@ def celery_worker(name: str, queues: list[str], device: Gpu | None, extra: list[
         "TLBENCH_DEVICE": f"GPU {device.index}: {device.name}" if device else f"CPU ({os.cpu_count()} cores)",
         "TLBENCH_DEVICE_MEMORY": str(device.memory_bytes if device else host_memory_bytes()),
         "TLBENCH_QUEUES": ",".join(queues),
+        **compilation_cache_environment(),
     }
     return ProcessSpec(name=name, argv=argv, env=env)
 
 
+def compilation_cache_environment() -> dict[str, str]:
+    """A persistent XLA compilation cache under the home, so the next job of a backbone skips compiling.
+
+    JAX reads its variable at import; TensorFlow applies its flag to XLA-compiled functions.
+    """
+    folder = load_settings().cache_root / "xla"
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" not in flags:
+        flags = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
+    return {"JAX_COMPILATION_CACHE_DIR": str(folder), "TF_XLA_FLAGS": flags}
+
+
+def training_worker(device: Gpu | None, number: int) -> ProcessSpec:
+    """A training worker pinned to one GPU (a fresh process per job), or a CPU worker (a warm one)."""
+    if device:
+        return celery_worker(f"gpu{device.index}", [TRAIN_QUEUE], device)
+    return celery_worker(f"cpu{number}", [TRAIN_QUEUE], None, ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS)])
+
+
 def worker_processes(gpus: str, cpu_workers: int = 1) -> list[ProcessSpec]:
     """The training workers for this host (one per GPU, or CPU workers) and one prediction worker."""
-    training = [celery_worker(f"gpu{device.index}" if device else f"cpu{number}", [TRAIN_QUEUE], device)
-                for number, device in enumerate(choose_devices(gpus, cpu_workers), 1)]
+    training = [training_worker(device, number) for number, device in enumerate(choose_devices(gpus, cpu_workers), 1)]
     predict = celery_worker("predict", [PREDICT_QUEUE], None,
                             ["--max-tasks-per-child", str(PREDICT_TASKS_PER_CHILD)])
     return [*training, predict]

@@ -33,6 +33,7 @@ SUMMARY_KEYS = {
     "classes",
     "feature_cache",
     "peak_memory_bytes",
+    "precision",
 }
 
 
@@ -140,3 +141,17 @@ def test_training_tests_pass_on_the_jax_backend():
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not jax_backend"]
     result = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_mixed_precision_on_request_keeps_probabilities_in_float32(small_dataset, tmp_path, reporter):
+    summary = run_job(tiny_spec(epochs=1, mixed_precision=True), small_dataset, tmp_path / "artifacts",
+                      tmp_path / "cache", reporter)
+    assert summary["precision"] == "mixed_bfloat16"
+    model = keras.saving.load_model(tmp_path / "artifacts" / "model.keras")
+    assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
+    assert summary["best_val_accuracy"] >= 0
+
+
+def test_a_cpu_defaults_to_float32(finished_job):
+    summary, _, _ = finished_job
+    assert summary["precision"] == "float32"
