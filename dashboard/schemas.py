@@ -46,6 +46,8 @@ class BenchmarkRequest(RequestModel):
     fine_tune_layers: Annotated[int, Field(ge=0, le=10_000)] = 0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    mixed_precision: bool | None = Field(
+        default=None, description="bfloat16 compute; default (null): on where the worker has a GPU or TPU")
 
     @field_validator("backbones")
     @classmethod

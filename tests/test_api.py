@@ -139,6 +139,7 @@ BAD_BENCHMARKS = [
     ({"image_size": {"ResNet50": 64}}, "image_size"),
     ({"image_size": 0}, "image_size"),
     ({"colour": "blue"}, "colour"),
+    ({"mixed_precision": "yes"}, "mixed_precision"),
 ]
 
 
