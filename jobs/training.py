@@ -9,6 +9,7 @@ import json
 import math
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -287,6 +288,24 @@ def _summary(spec, dataset, model, data, recorder, train_seconds: float, artifac
     }
 
 
+class PhaseClock:
+    """Tells the reporter which phase starts, and times each one (for the summary's phase_seconds)."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        """Report `name` and time the block under it."""
+        self.reporter.progress(name)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+
 def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_dir: Path, reporter: Reporter) -> dict:
     """Train spec.backbone on the dataset, write the artifacts into artifact_dir and return the summary."""
     import keras
@@ -299,25 +318,26 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
     keras.utils.set_random_seed(spec.seed)
     policy = precision_policy(spec.mixed_precision)
     keras.config.set_dtype_policy(policy)
-    reporter.progress("decoding images")
-    data = load_training_data(spec, dataset, Path(cache_dir))
-    reporter.progress("building model")
-    backbone = get_backbone(spec.backbone)
-    base = build_base(backbone, spec.image_size, spec.weights)
-    model = build_classifier(base, backbone, spec, len(dataset.classes))
+    clock = PhaseClock(reporter)
+    with clock.phase("decoding images"):
+        data = load_training_data(spec, dataset, Path(cache_dir))
+    with clock.phase("building model"):
+        backbone = get_backbone(spec.backbone)
+        base = build_base(backbone, spec.image_size, spec.weights)
+        model = build_classifier(base, backbone, spec, len(dataset.classes))
     recorder = EpochRecorder(reporter, model, len(data.train_index))
-    started = time.perf_counter()
     features = None
     if uses_feature_cache(spec):
-        reporter.progress("computing features")
-        features = pooled_features(model, data.images, feature_cache_path(cache_dir, dataset.sha256, spec, policy))
-    reporter.progress("training")
-    train(model, base, spec, data, recorder, artifact_dir, features)
-    train_seconds = time.perf_counter() - started
-    reporter.progress("saving artifacts")
-    _save_model(model, artifact_dir)
-    _write_history(recorder.rows, artifact_dir / "history.csv")
-    (artifact_dir / "labels.json").write_text(json.dumps(dataset.classes))
+        with clock.phase("computing features"):
+            features = pooled_features(model, data.images, feature_cache_path(cache_dir, dataset.sha256, spec, policy))
+    with clock.phase("training"):
+        train(model, base, spec, data, recorder, artifact_dir, features)
+    with clock.phase("saving artifacts"):
+        _save_model(model, artifact_dir)
+        _write_history(recorder.rows, artifact_dir / "history.csv")
+        (artifact_dir / "labels.json").write_text(json.dumps(dataset.classes))
+    train_seconds = clock.seconds["training"] + clock.seconds.get("computing features", 0.0)
     summary = _summary(spec, dataset, model, data, recorder, train_seconds, artifact_dir)
+    summary["phase_seconds"] = clock.seconds
     (artifact_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -34,6 +34,7 @@ SUMMARY_KEYS = {
     "feature_cache",
     "peak_memory_bytes",
     "precision",
+    "phase_seconds",
 }
 
 
@@ -150,6 +151,12 @@ def test_mixed_precision_on_request_keeps_probabilities_in_float32(small_dataset
     model = keras.saving.load_model(tmp_path / "artifacts" / "model.keras")
     assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
     assert summary["best_val_accuracy"] >= 0
+
+
+def test_summary_times_each_phase(finished_job):
+    summary, reporter, _ = finished_job
+    assert list(summary["phase_seconds"]) == reporter.messages
+    assert all(seconds >= 0 for seconds in summary["phase_seconds"].values())
 
 
 def test_a_cpu_defaults_to_float32(finished_job):
