@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# tlbench's five-backbone benchmark against the seed recipe in plain Keras; see docs/performance.md.
+bench: setup
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache
