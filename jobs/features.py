@@ -12,11 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from jobs.cache import cached_array
-from jobs.model import HEAD_HIDDEN_LAYER, POOLED_LAYER, PROBABILITIES_LAYER
+from jobs.model import HEAD_HIDDEN_LAYER, POOLED_LAYER, PROBABILITIES_LAYER, accelerator_visible
 from jobs.spec import JobSpec
 
-# Large batches for the single pass through the base: inference only, no gradients kept.
-FEATURE_BATCH_SIZE = 256
+# The single pass through the base keeps no gradients, so batches can be large: on an accelerator
+# 256 keeps it busy; on a CPU, 64 is as fast and keeps the activations' peak memory low (Xception at
+# 71 px peaked 420 MiB higher with 256).
+FEATURE_BATCH_SIZE_ACCELERATOR = 256
+FEATURE_BATCH_SIZE_CPU = 64
 HASH_CHUNK_BYTES = 2**20
 
 
@@ -51,7 +54,8 @@ def pooled_features(classifier, images: np.ndarray, cache_path: Path) -> np.ndar
     extractor = keras.Model(classifier.inputs, classifier.get_layer(POOLED_LAYER).output)
 
     def compute(partial: Path) -> None:
-        features = extractor.predict(images, batch_size=FEATURE_BATCH_SIZE, verbose=0)
+        batch_size = FEATURE_BATCH_SIZE_ACCELERATOR if accelerator_visible() else FEATURE_BATCH_SIZE_CPU
+        features = extractor.predict(images, batch_size=batch_size, verbose=0)
         with partial.open("wb") as destination:
             np.save(destination, np.asarray(features, dtype=np.float32))
 

@@ -1,5 +1,8 @@
 """The peak memory of one job, even when its process ran other jobs before it."""
 
+import ctypes
+import ctypes.util
+import gc
 import resource
 from pathlib import Path
 
@@ -9,8 +12,19 @@ STATUS = Path("/proc/self/status")
 RESET_PEAK_RSS = "5"
 
 
+def release_free_memory() -> None:
+    """Give memory the previous job freed back to the system, so it doesn't count towards this job."""
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "malloc_trim"):  # glibc keeps freed memory in its arenas until asked
+            libc.malloc_trim(0)
+
+
 def reset_peak_memory() -> None:
     """Start measuring the peak from now (a no-op where the kernel does not offer it)."""
+    release_free_memory()
     try:
         CLEAR_REFS.write_text(RESET_PEAK_RSS)
     except OSError:

@@ -36,13 +36,18 @@ PREPROCESSING_SCALE_OFFSET = {
 DOWNLOAD_FAILURE = re.compile(r"URL fetch failure on (?P<url>\S+): .*?-- (?P<reason>.*)", re.DOTALL)
 
 
-def precision_policy(mixed_precision: bool | None) -> str:
-    """The Keras dtype policy: mixed bfloat16 when asked, or by default on an accelerator."""
+def accelerator_visible() -> bool:
+    """Whether Keras' backend sees a GPU or TPU."""
     import keras
 
+    return any("gpu" in str(device).lower() or "tpu" in str(device).lower()
+               for device in keras.distribution.list_devices())
+
+
+def precision_policy(mixed_precision: bool | None) -> str:
+    """The Keras dtype policy: mixed bfloat16 when asked, or by default on an accelerator."""
     if mixed_precision is None:
-        devices = keras.distribution.list_devices()
-        mixed_precision = any("gpu" in str(device).lower() or "tpu" in str(device).lower() for device in devices)
+        mixed_precision = accelerator_visible()
     return "mixed_bfloat16" if mixed_precision else "float32"
 
 

@@ -18,6 +18,9 @@ PREDICT_TASKS_PER_CHILD = 1000
 # A CPU worker holds no device memory, so its process runs many jobs and each saves the ~6 s of
 # importing and starting TensorFlow (jobs clear Keras' session and measure their own memory peak).
 CPU_JOBS_PER_PROCESS = 50
+# ...unless it has grown past this (Celery replaces it after the job): TensorFlow and the allocator
+# keep some memory from each backbone a process has run.
+CPU_PROCESS_MEMORY_LIMIT_KIB = 2 * 2**20
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,9 @@ def training_worker(device: Gpu | None, number: int) -> ProcessSpec:
     """A training worker pinned to one GPU (a fresh process per job), or a CPU worker (a warm one)."""
     if device:
         return celery_worker(f"gpu{device.index}", [TRAIN_QUEUE], device)
-    return celery_worker(f"cpu{number}", [TRAIN_QUEUE], None, ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS)])
+    return celery_worker(f"cpu{number}", [TRAIN_QUEUE], None,
+                         ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS),
+                          "--max-memory-per-child", str(CPU_PROCESS_MEMORY_LIMIT_KIB)])
 
 
 def worker_processes(gpus: str, cpu_workers: int = 1) -> list[ProcessSpec]:
