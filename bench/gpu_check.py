@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from imagegen import make_image_folder  # noqa: E402  (a test helper: coloured, learnable classes)
+from bench.helpers import make_image_folder  # noqa: E402  (a test helper: coloured, learnable classes)
 from jobs.backbones import SEED_BACKBONES  # noqa: E402
 from jobs.datasets import scan_dataset  # noqa: E402
 from jobs.spec import JobSpec  # noqa: E402
