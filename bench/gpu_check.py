@@ -1,5 +1,6 @@
 """GPU check: run the job code (jobs.training.run_job) under KERAS_BACKEND=jax on an accelerator
-machine that has no TensorFlow, and report seconds per epoch and images per second per backbone.
+machine that has no TensorFlow, and report seconds per epoch and images per second per backbone,
+and the images per second of feature extraction and fine-tuning against DESIGN.md's ceilings.
 
     KERAS_BACKEND=jax python -m bench.gpu_check --out results.json
 
@@ -21,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from bench.helpers import make_image_folder  # noqa: E402  (a test helper: coloured, learnable classes)
+from bench.throughput import throughput_report  # noqa: E402
 from jobs.backbones import SEED_BACKBONES  # noqa: E402
 from jobs.datasets import scan_dataset  # noqa: E402
 from jobs.spec import JobSpec  # noqa: E402
@@ -53,9 +55,10 @@ def measure(backbone: str, dataset_root: Path, work: Path, epochs: int, batch_si
     """Run one backbone's job and summarise its epoch timings."""
     from jobs.training import run_job
 
+    # The seed's loop in fp32, as DESIGN.md measured it: no feature cache, no mixed precision.
     spec = JobSpec(backbone=backbone, image_size=SEED_SIZES.get(backbone, SEED_SIZE), epochs=epochs,
                    batch_size=batch_size, learning_rate=1e-3, patience=epochs, weights="none", seed=0,
-                   validation_split=0.2)
+                   validation_split=0.2, feature_cache=False, mixed_precision=False)
     reporter = CollectingReporter()
     started = time.perf_counter()
     summary = run_job(spec, scan_dataset(dataset_root), work / backbone, work / "cache", reporter)
@@ -88,18 +91,26 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=400, help="images per class (5 classes; 80%% train)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--modes", default="seed,throughput",
+                        help="seed: the seed's loop through run_job; throughput: feature extraction and "
+                             "fine-tuning images/s against DESIGN.md's ceilings")
+    parser.add_argument("--throughput-images", type=int, default=2048)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     import keras
 
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        dataset_root = make_image_folder(work / "data", classes=5, per_class=args.per_class, size=SEED_SIZE)
-        results = [measure(name, dataset_root, work, args.epochs, args.batch_size)
-                   for name in args.backbones.split(",")]
+    backbones, modes = args.backbones.split(","), args.modes.split(",")
     report = {"backend": keras.backend.backend(), "keras": keras.__version__, "devices": accelerator_names(),
-              "python": platform.python_version(), "results": results}
+              "python": platform.python_version()}
+    if "seed" in modes:
+        with tempfile.TemporaryDirectory() as folder:
+            work = Path(folder)
+            dataset_root = make_image_folder(work / "data", classes=5, per_class=args.per_class, size=SEED_SIZE)
+            report["results"] = [measure(name, dataset_root, work, args.epochs, args.batch_size) for name in backbones]
+    if "throughput" in modes:
+        report["throughput"] = [throughput_report(name, SEED_SIZES.get(name, SEED_SIZE), args.throughput_images)
+                                for name in backbones]
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

@@ -47,15 +47,24 @@ def feature_cache_path(cache_dir: Path, dataset_sha256: str, spec: JobSpec, poli
     return Path(cache_dir) / "features" / name
 
 
-def pooled_features(classifier, images: np.ndarray, cache_path: Path) -> np.ndarray:
-    """The classifier's pooled features of every image (float32, dataset order), computed at most once."""
+def feature_extractor(classifier):
+    """The classifier up to its pooling: raw pixels in, pooled features out."""
     import keras
 
-    extractor = keras.Model(classifier.inputs, classifier.get_layer(POOLED_LAYER).output)
+    return keras.Model(classifier.inputs, classifier.get_layer(POOLED_LAYER).output)
+
+
+def feature_batch_size() -> int:
+    """Batch size for the one pass through the base on this machine."""
+    return FEATURE_BATCH_SIZE_ACCELERATOR if accelerator_visible() else FEATURE_BATCH_SIZE_CPU
+
+
+def pooled_features(classifier, images: np.ndarray, cache_path: Path) -> np.ndarray:
+    """The classifier's pooled features of every image (float32, dataset order), computed at most once."""
+    extractor = feature_extractor(classifier)
 
     def compute(partial: Path) -> None:
-        batch_size = FEATURE_BATCH_SIZE_ACCELERATOR if accelerator_visible() else FEATURE_BATCH_SIZE_CPU
-        features = extractor.predict(images, batch_size=batch_size, verbose=0)
+        features = extractor.predict(images, batch_size=feature_batch_size(), verbose=0)
         with partial.open("wb") as destination:
             np.save(destination, np.asarray(features, dtype=np.float32))
 
