@@ -81,10 +81,10 @@ class TrainingData:
 class EpochRecorder:
     """Times each epoch, hands its metrics to the reporter and stops training on cancellation."""
 
-    def __init__(self, reporter: Reporter, model, train_count: int):
-        """Report on `model`, which trains on train_count images per epoch."""
+    def __init__(self, reporter: Reporter, train_count: int):
+        """Report on the model being fitted (set by _fit), which trains on train_count images per epoch."""
         self.reporter = reporter
-        self.model = model
+        self.model = None
         self.train_count = train_count
         self.rows: list[dict] = []
         self.cancelled = False
@@ -325,7 +325,7 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
         backbone = get_backbone(spec.backbone)
         base = build_base(backbone, spec.image_size, spec.weights)
         model = build_classifier(base, backbone, spec, len(dataset.classes))
-    recorder = EpochRecorder(reporter, model, len(data.train_index))
+    recorder = EpochRecorder(reporter, len(data.train_index))
     features = None
     if uses_feature_cache(spec):
         with clock.phase("computing features"):

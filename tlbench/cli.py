@@ -98,10 +98,14 @@ def run_up(args) -> int:
 
 def run_worker(args) -> int:
     """Run this host's workers in the foreground."""
+    from db.settings import load_settings
+    from tlbench.stack import prepare_state
     from tlbench.supervisor import Supervisor
     from worker.launch import worker_processes
 
     _use_home(args.home)
+    # The workers register themselves at start: their table must exist, even before any web app runs.
+    prepare_state(load_settings()).dispose()
     supervisor = Supervisor()
     specs = worker_processes(args.gpus)
     for spec in specs:

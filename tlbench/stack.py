@@ -69,11 +69,21 @@ def ensure_sample_dataset(settings: Settings, database: Database) -> None:
         ops.add_dataset(session, sample=True, **dataset_fields("Sample shapes", root, False, scan_dataset(root)))
 
 
+def prepare_state(settings: Settings) -> Database:
+    """Create the state folders and the tables once, before several processes race to use them."""
+    ensure_folders(settings)
+    database = Database(settings.database_url)
+    database.create_tables()
+    return database
+
+
 def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2) -> int:
     """Start everything once per home, print the URL, and supervise until Ctrl-C or SIGTERM."""
-    ensure_folders(settings)
+    database = prepare_state(settings)
     try:
         with FileLock(settings.home / "up.lock", blocking=False):
+            ensure_sample_dataset(settings, database)
+            database.dispose()
             return _run_stack(settings, host, port, workers, gpus, web_workers)
     except Timeout:
         raise HomeInUse(f"another `tlbench up` is already running on {settings.home}; stop it first, "
@@ -82,11 +92,6 @@ def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str,
 
 def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int) -> int:
     """Start the children and watch them."""
-    database = Database(settings.database_url)
-    database.create_tables()  # once, here, before several processes race to do it
-    ensure_sample_dataset(settings, database)
-    database.dispose()
-
     supervisor = Supervisor()
     try:
         if settings.embedded_redis:

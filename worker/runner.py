@@ -14,7 +14,7 @@ from pathlib import Path
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
-from db.settings import Settings, ensure_folders, load_settings
+from db.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,4 @@ def _train(database: Database, settings: Settings, job_id: int, reporter: Databa
             files=[ImageFile(*entry) for entry in dataset.manifest],
             counts=dict(dataset.counts), skipped=list(dataset.skipped), sha256=dataset.sha256,
         )
-    ensure_folders(settings)
-    artifact_dir = settings.job_artifact_dir(job_id)
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return run_job(spec, scanned, artifact_dir, settings.cache_root, reporter)
+    return run_job(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
