@@ -23,6 +23,7 @@ from jobs.backbones import get_backbone
 from jobs.datasets import scan_dataset
 from jobs.images import decode_image
 from jobs.splits import split_indices
+from jobs.training import shuffled_batches
 
 
 def load_split(root: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -55,9 +56,12 @@ def train_one(name: str, image_size: int, root: Path, epochs: int, init_seed: in
     train_images, train_labels, validation_images, validation_labels = load_split(root, image_size)
     preprocess = getattr(keras.applications, get_backbone(name).family).preprocess_input
     model = build_model(name, image_size, train_labels.shape[1])
-    history = model.fit(preprocess(train_images.astype("float32")), train_labels,
-                        validation_data=(preprocess(validation_images.astype("float32")), validation_labels),
-                        epochs=epochs, batch_size=recipe.BATCH_SIZE, verbose=0)
+    # The batches come in tlbench's seeded order: with the same initialisation and batches, any
+    # difference in the result is what tlbench's shortcuts change, not luck of the draw.
+    batches = shuffled_batches(preprocess(train_images.astype("float32")), train_labels, recipe.BATCH_SIZE,
+                               init_seed, first_epoch=0)
+    history = model.fit(batches, validation_data=(preprocess(validation_images.astype("float32")), validation_labels),
+                        validation_batch_size=recipe.BATCH_SIZE, epochs=epochs, verbose=0)
     return {"backbone": name, "image_size": image_size, "best_val_accuracy": max(history.history["val_accuracy"]),
             "val_accuracy": history.history["val_accuracy"], "seconds": time.perf_counter() - started}
 

@@ -99,7 +99,9 @@ def _rgb_to_bgr(pixels):
     """Reverse the channel order with a fixed, frozen 3x3 permutation matrix (it promotes uint8 to float32)."""
     import keras
 
-    rgb_to_bgr = keras.layers.Dense(3, use_bias=False, trainable=False, name="rgb_to_bgr")
+    # Its weights are set just below; a non-random initializer draws no seed, so the head's random
+    # initialisation is the one a plain model built from the same seed gets.
+    rgb_to_bgr = keras.layers.Dense(3, use_bias=False, trainable=False, kernel_initializer="zeros", name="rgb_to_bgr")
     reordered = rgb_to_bgr(pixels)
     rgb_to_bgr.set_weights([np.eye(3, dtype="float32")[::-1]])
     return reordered
@@ -139,20 +141,29 @@ def build_classifier(base, backbone: Backbone, spec: JobSpec, class_count: int):
     # training=False keeps BatchNormalization in inference mode, even once layers are unfrozen.
     features = base(images, training=False)
     pooled = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(features)
-    hidden = keras.layers.Dense(HEAD_UNITS, activation="relu", name=HEAD_HIDDEN_LAYER)(pooled)
+    return keras.Model(pixels, add_head(pooled, class_count), name=f"{backbone.name}_classifier")
+
+
+def add_head(pooled, class_count: int, kernel_initializer: str = "glorot_uniform"):
+    """The seed's head on pooled features: Dense(512, relu) -> Dense(classes, softmax)."""
+    import keras
+
+    hidden = keras.layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=kernel_initializer,
+                                name=HEAD_HIDDEN_LAYER)(pooled)
     # Softmax stays float32 even under a mixed-precision policy.
-    probabilities = keras.layers.Dense(class_count, activation="softmax", dtype="float32", name=PROBABILITIES_LAYER)(hidden)
-    return keras.Model(pixels, probabilities, name=f"{backbone.name}_classifier")
+    return keras.layers.Dense(class_count, activation="softmax", dtype="float32", kernel_initializer=kernel_initializer,
+                              name=PROBABILITIES_LAYER)(hidden)
 
 
-def compile_classifier(model, learning_rate: float) -> None:
-    """Compile with Adam and categorical cross-entropy (labels are one-hot)."""
+def compile_classifier(model, learning_rate: float, **options) -> None:
+    """Compile with Adam and categorical cross-entropy (labels are one-hot); options go to compile."""
     import keras
 
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="categorical_crossentropy",
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        **options,
     )
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jobs.features import feature_cache_path, uses_feature_cache
+from jobs.features import feature_cache_path, forget_compiled_heads, uses_feature_cache
 from jobs.spec import JobSpec
 from jobs.training import run_job
 
@@ -63,6 +63,22 @@ def test_features_are_computed_once_per_base_and_reused(small_dataset, tmp_path,
     run_job(spec(epochs=1, learning_rate=3e-4), small_dataset, tmp_path / "second", cache, reporter)
     assert features.stat().st_mtime_ns == written  # only caches are reused, not results
     assert list((cache / "features").glob("*.npy")) == [features]
+
+
+def test_a_head_reused_from_an_earlier_job_trains_like_a_new_one(small_dataset, tmp_path, make_reporter):
+    # The process keeps compiled heads between jobs: the second job must not inherit the first's
+    # weights, optimizer moments, step count or learning rate.
+    cache = tmp_path / "cache"
+    run_job(spec(learning_rate=1e-2), small_dataset, tmp_path / "first", cache, make_reporter())
+    reused = make_reporter()
+    run_job(spec(), small_dataset, tmp_path / "reused", cache, reused)
+    forget_compiled_heads()
+    fresh = make_reporter()
+    run_job(spec(), small_dataset, tmp_path / "fresh", cache, fresh)
+    assert len(reused.epochs) == len(fresh.epochs) == 3
+    for (_, after_reuse), (_, new) in zip(reused.epochs, fresh.epochs, strict=True):
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            assert after_reuse[metric] == pytest.approx(new[metric], rel=1e-6, abs=1e-7), metric
 
 
 def test_cache_key_follows_what_decides_the_features(tmp_path):
