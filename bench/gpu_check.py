@@ -38,6 +38,10 @@ class CollectingReporter:
     def __init__(self):
         self.epochs: list[dict] = []
 
+    def resume_from(self, rows: list[dict]) -> None:
+        """Start from these epochs (none: a new job)."""
+        self.epochs = [dict(row) for row in rows]
+
     def record_epoch(self, epoch: int, metrics: dict) -> None:
         """Keep the epoch."""
         self.epochs.append({"epoch": epoch, **metrics})

@@ -58,9 +58,9 @@ def train_one(name: str, image_size: int, root: Path, epochs: int, init_seed: in
     model = build_model(name, image_size, train_labels.shape[1])
     # The batches come in tlbench's seeded order: with the same initialisation and batches, any
     # difference in the result is what tlbench's shortcuts change, not luck of the draw.
-    batches = shuffled_batches(preprocess(train_images.astype("float32")), train_labels, recipe.BATCH_SIZE,
-                               init_seed, first_epoch=0)
-    history = model.fit(batches, validation_data=(preprocess(validation_images.astype("float32")), validation_labels),
+    batches = shuffled_batches(preprocess(train_images.astype("float32")), train_labels, recipe.BATCH_SIZE, init_seed)
+    history = model.fit(batches, shuffle=False, callbacks=[batches.callback()],
+                        validation_data=(preprocess(validation_images.astype("float32")), validation_labels),
                         validation_batch_size=recipe.BATCH_SIZE, epochs=epochs, verbose=0)
     return {"backbone": name, "image_size": image_size, "best_val_accuracy": max(history.history["val_accuracy"]),
             "val_accuracy": history.history["val_accuracy"], "seconds": time.perf_counter() - started}

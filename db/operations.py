@@ -73,9 +73,17 @@ def job_epochs(session: Session, job_id: int) -> list[Epoch]:
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
-    """Mark a queued job running for a new attempt; None when it is not queued (cancelled, taken, gone)."""
+    """Mark a job running for a new attempt; None when it is not this worker's to take.
+
+    A worker takes a queued job, or a running job it holds itself: a training worker runs one job
+    at a time, so a job it holds and is handed again was held by a process that died (Celery hands
+    the message of a killed child back to the queue).
+    """
     job = session.get(Job, job_id)
-    if job is None or job.status is not JobStatus.QUEUED:
+    if job is None:
+        return None
+    held_by_dead_child = job.status is JobStatus.RUNNING and job.worker == worker
+    if job.status is not JobStatus.QUEUED and not held_by_dead_child:
         return None
     now = utcnow()
     job.status, job.worker, job.attempt = JobStatus.RUNNING, worker, job.attempt + 1
@@ -107,6 +115,41 @@ def record_epoch(session: Session, job_id: int, attempt: int, epoch: int, metric
         row.recorded_at = utcnow()
     job.heartbeat_at = utcnow()
     return True
+
+
+def resume_epochs(session: Session, job_id: int, attempt: int, rows: list[dict]) -> bool:
+    """Start the attempt after these epoch rows: later rows go, these are (re)written; False if not owned."""
+    if _owned_job(session, job_id, attempt) is None:
+        return False
+    session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.epoch > len(rows)))
+    for row in rows:
+        record_epoch(session, job_id, attempt, row["epoch"], row)
+    return True
+
+
+def _requeue(session: Session, jobs: list[Job], reason: str) -> list[int]:
+    """Put running jobs back in the queue (their next attempt resumes from the checkpoint)."""
+    for job in jobs:
+        job.status, job.phase = JobStatus.QUEUED, reason
+    return [job.id for job in jobs]
+
+
+def requeue_lost_jobs(session: Session, lost_after: timedelta) -> list[int]:
+    """Re-queue running jobs whose attempt has not beaten for lost_after: their process is gone."""
+    stale = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING,
+                                              Job.heartbeat_at < utcnow() - lost_after))
+    return _requeue(session, list(stale), "re-queued: its worker stopped answering")
+
+
+def requeue_jobs_held_by(session: Session, worker: str) -> list[int]:
+    """Re-queue the running jobs of a worker that is just starting: it runs nothing yet, so they died with it."""
+    held = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.worker == worker))
+    return _requeue(session, list(held), "re-queued: its worker restarted")
+
+
+def queued_job_ids(session: Session) -> list[int]:
+    """Every queued job, oldest first (to put back on a broker that lost its messages)."""
+    return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id)))
 
 
 def _finite_or_none(value) -> float | None:

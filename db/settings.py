@@ -9,6 +9,8 @@ from pathlib import Path
 
 DEFAULT_HOME = "~/.tlbench"
 DEFAULT_MAX_UPLOAD_MB = 1024
+# A running job beats every 10 s; one silent for this long lost its process and is re-queued.
+DEFAULT_JOB_LOST_AFTER_SECONDS = 60
 # A Unix socket path must fit in 108 bytes; a deep home gets its socket in the temp folder.
 MAX_SOCKET_PATH = 100
 
@@ -23,6 +25,7 @@ class Settings:
     embedded_redis: bool
     data_roots: tuple[Path, ...]
     max_upload_bytes: int
+    job_lost_after_seconds: float = DEFAULT_JOB_LOST_AFTER_SECONDS
 
     @property
     def artifact_root(self) -> Path:
@@ -57,6 +60,7 @@ def load_settings(environ: dict | None = None) -> Settings:
         embedded_redis=not redis_url,
         data_roots=_data_roots(env.get("TLBENCH_DATA_ROOTS", ""), home),
         max_upload_bytes=int(env.get("TLBENCH_MAX_UPLOAD_MB") or DEFAULT_MAX_UPLOAD_MB) * 2**20,
+        job_lost_after_seconds=float(env.get("TLBENCH_JOB_LOST_AFTER") or DEFAULT_JOB_LOST_AFTER_SECONDS),
     )
 
 

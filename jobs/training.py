@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from jobs.backbones import get_backbone
+from jobs.checkpoint import CHECKPOINT_FOLDER, FINE_TUNE_PHASE, HEAD_PHASE, Checkpoint
 from jobs.datasets import ScannedDataset
 from jobs.features import copy_head_weights, feature_cache_path, head_for, pooled_features, uses_feature_cache
 from jobs.images import load_uint8_images
@@ -34,7 +35,7 @@ from jobs.model import (
 from jobs.spec import JobSpec
 from jobs.splits import split_indices
 
-__all__ = ["Reporter", "WeightsUnavailable", "run_job"]
+__all__ = ["AttemptSuperseded", "Reporter", "WeightsUnavailable", "run_job"]
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -55,8 +56,15 @@ COPY_CHUNK_BYTES = 2**22
 LATENCY_TIMED_CALLS = 7
 
 
+class AttemptSuperseded(RuntimeError):
+    """Raised by a reporter when another attempt now owns the job: this one must stop and touch nothing."""
+
+
 class Reporter(Protocol):
     """What a job tells the outside world while it runs (the worker stores it in the database)."""
+
+    def resume_from(self, rows: list[dict]) -> None:
+        """The job starts after these epoch rows (none for a fresh start): forget any later ones."""
 
     def record_epoch(self, epoch: int, metrics: dict) -> None:
         """Store the metrics of one finished epoch (1-based)."""
@@ -86,12 +94,17 @@ class TrainingData:
 class EpochRecorder:
     """Times each epoch, hands its metrics to the reporter and stops training on cancellation."""
 
-    def __init__(self, reporter: Reporter, train_count: int):
-        """Report on the model being fitted (set by _fit), which trains on train_count images per epoch."""
+    def __init__(self, reporter: Reporter, train_count: int, checkpoint: Checkpoint):
+        """Report on the model being fitted (set by _fit), which trains on train_count images per epoch.
+
+        Each epoch is checkpointed before it is reported, so a reported epoch is never lost.
+        """
         self.reporter = reporter
         self.model = None
         self.train_count = train_count
-        self.rows: list[dict] = []
+        self.checkpoint = checkpoint
+        self.rows: list[dict] = list(checkpoint.state.rows)
+        self.resumed_after_epoch = len(self.rows) if checkpoint.resumed else None
         self.cancelled = False
         self._epoch_started = 0.0
 
@@ -109,6 +122,7 @@ class EpochRecorder:
         metrics["seconds"] = seconds
         metrics["images_per_second"] = self.train_count / seconds
         self.rows.append({"epoch": epoch + 1, **metrics})
+        self.checkpoint.save_epoch(self.model, self.rows)
         self.reporter.record_epoch(epoch + 1, metrics)
         if self.reporter.should_stop():
             self.cancelled = True
@@ -134,24 +148,25 @@ def load_training_data(spec: JobSpec, dataset: ScannedDataset, cache_dir: Path) 
     return TrainingData(images, one_hot, train, validation)
 
 
-def shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int):
-    """Training batches in an order fixed by the seed and the epoch number.
+def shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+    """Training batches in an order fixed by the seed and the epoch number alone.
 
     Both ways of training (images end to end, or cached features) see the same batches in the same
-    order, so they reach the same weights; the order does not depend on the backend either.
+    order, so they reach the same weights, and a job resumed at epoch n sees what it would have seen.
+    Fit with shuffle=False and the dataset's callback(): Keras would otherwise reorder the batches
+    with the global random state, and it calls on_epoch_end once more than there are epochs.
     """
     import keras
 
     class ShuffledBatches(keras.utils.PyDataset):
-        """A new seeded permutation each epoch."""
+        """A seeded permutation per epoch, chosen as each epoch begins."""
 
         def __init__(self):
             super().__init__()
-            self.epoch = first_epoch
-            self.order = self._permutation()
+            self.set_epoch(0)
 
-        def _permutation(self) -> np.ndarray:
-            return np.random.default_rng([seed, self.epoch]).permutation(len(inputs))
+        def set_epoch(self, epoch: int) -> None:
+            self.order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
 
         def __len__(self) -> int:
             return math.ceil(len(inputs) / batch_size)
@@ -160,21 +175,46 @@ def shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, se
             chosen = self.order[index * batch_size:(index + 1) * batch_size]
             return inputs[chosen], labels[chosen]
 
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self.order = self._permutation()
+        def callback(self):
+            """The Keras callback that tells this dataset which epoch begins."""
+            return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: self.set_epoch(epoch))
 
     return ShuffledBatches()
 
 
-def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path) -> list:
+def early_stopping(patience: int, resumed: tuple | None = None):
+    """Keras' EarlyStopping on val_accuracy, restoring the best weights at the end.
+
+    resumed = (best value, best epoch, epochs waited, best weights) continues a phase interrupted
+    by a dead worker exactly where it stood.
+    """
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if resumed is not None:
+                self.best, self.best_epoch, self.wait, self.best_weights = resumed
+
+    return ResumableEarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
+
+
+def _resume_phase(model, checkpoint: Checkpoint) -> tuple:
+    """Load the checkpoint's last epoch into model; early stopping's state, as early_stopping takes it."""
+    state = checkpoint.state
+    rows = state.phase_rows()
+    best_value = max(row["val_accuracy"] for row in rows)
+    best_index = next(index for index, row in enumerate(rows) if row["val_accuracy"] == best_value)
+    best_weights = checkpoint.weights_of(model, state.best)
+    checkpoint.restore_latest(model)
+    return best_value, state.phase_start + best_index, len(rows) - 1 - best_index, best_weights
+
+
+def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path, resumed: tuple | None) -> list:
     """Reporting, early stopping and, on TensorFlow only, TensorBoard logs."""
     import keras
 
-    callbacks = [
-        recorder.callback(),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=spec.patience, restore_best_weights=True),
-    ]
+    callbacks = [recorder.callback(), early_stopping(spec.patience, resumed)]
     # TensorBoard's writer is TensorFlow code that needs the tensorboard package, which TensorFlow no
     # longer installs; without either, no tensorboard/ folder is written.
     if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
@@ -183,17 +223,23 @@ def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path) -> li
 
 
 def _fit(model, inputs: np.ndarray, spec: JobSpec, data: TrainingData, recorder: EpochRecorder,
-         artifact_dir: Path, last_epoch: int):
-    """Train `model` on `inputs` (images or features, dataset order) up to last_epoch."""
+         artifact_dir: Path, last_epoch: int, phase: str):
+    """Train `model` on `inputs` (images or features, dataset order) up to last_epoch.
+
+    A phase the checkpoint has epochs of continues from its last one.
+    """
     train_inputs, train_labels, validation_inputs, validation_labels = data.split(inputs)
     recorder.model = model
+    resumed = _resume_phase(model, recorder.checkpoint) if recorder.checkpoint.resumes(phase) else None
+    batches = shuffled_batches(train_inputs, train_labels, spec.batch_size, spec.seed)
     model.fit(
-        shuffled_batches(train_inputs, train_labels, spec.batch_size, spec.seed, first_epoch=len(recorder.rows)),
+        batches,
+        shuffle=False,
         validation_data=(validation_inputs, validation_labels),
         validation_batch_size=spec.batch_size,
         initial_epoch=len(recorder.rows),
         epochs=last_epoch,
-        callbacks=_callbacks(spec, recorder, artifact_dir),
+        callbacks=[batches.callback(), *_callbacks(spec, recorder, artifact_dir, resumed)],
         verbose=0,
     )
 
@@ -205,11 +251,16 @@ def _best_val_accuracy(rows: list[dict]) -> float:
 
 def _fine_tune(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path):
     """Unfreeze the top of the base and train on at a tenth of the learning rate, keeping the best weights."""
-    head_weights = model.get_weights()
-    head_rows = len(recorder.rows)
+    checkpoint = recorder.checkpoint
+    if checkpoint.in_phase(FINE_TUNE_PHASE):  # resumed during fine-tuning
+        head_weights = checkpoint.weights_of(model, checkpoint.state.head_weights)
+    else:
+        head_weights = model.get_weights()
+        checkpoint.start_fine_tuning(model, recorder.rows)
+    head_rows = checkpoint.state.phase_start
     unfreeze_top_layers(base, spec.fine_tune_layers)
     compile_classifier(model, spec.learning_rate / FINE_TUNE_LEARNING_RATE_DIVISOR)
-    _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=spec.epochs)
+    _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=spec.epochs, phase=FINE_TUNE_PHASE)
     # EarlyStopping restored the best fine-tuning epoch; the head alone may still have been better.
     if _best_val_accuracy(recorder.rows[head_rows:]) <= _best_val_accuracy(recorder.rows[:head_rows]):
         model.set_weights(head_weights)
@@ -219,7 +270,7 @@ def _train_head_on_features(model, spec: JobSpec, data: TrainingData, recorder: 
                             artifact_dir: Path, features: np.ndarray) -> None:
     """Train only the head, on the base's cached features, then give the classifier the trained weights."""
     head = head_for(model, features.shape[1], spec.learning_rate)
-    _fit(head, features, spec, data, recorder, artifact_dir, last_epoch=spec.epochs)
+    _fit(head, features, spec, data, recorder, artifact_dir, last_epoch=spec.epochs, phase=HEAD_PHASE)
     copy_head_weights(head, model)
 
 
@@ -235,7 +286,8 @@ def train(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorde
         return
     head_epochs = math.ceil(spec.epochs / 2) if spec.fine_tune_layers > 0 else spec.epochs
     compile_classifier(model, spec.learning_rate)
-    _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=head_epochs)
+    if not recorder.checkpoint.in_phase(FINE_TUNE_PHASE):
+        _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=head_epochs, phase=HEAD_PHASE)
     if spec.fine_tune_layers > 0 and not recorder.cancelled and len(recorder.rows) < spec.epochs:
         _fine_tune(model, base, spec, data, recorder, artifact_dir)
 
@@ -336,11 +388,29 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
         backbone = get_backbone(spec.backbone)
         base = build_base(backbone, spec.image_size, spec.weights)
         model = build_classifier(base, backbone, spec, len(dataset.classes))
-    recorder = EpochRecorder(reporter, len(data.train_index))
+    checkpoint = Checkpoint(artifact_dir / CHECKPOINT_FOLDER)
+    reporter.resume_from(checkpoint.state.rows)
+    recorder = EpochRecorder(reporter, len(data.train_index), checkpoint)
+    try:
+        summary = _train_and_save(spec, dataset, data, model, base, recorder, artifact_dir,
+                                  feature_cache_path(cache_dir, dataset.sha256, spec, policy), clock)
+    except AttemptSuperseded:
+        raise  # the checkpoint now belongs to the attempt that owns the job
+    except Exception:
+        checkpoint.remove()  # the job failed: a retry starts over
+        raise
+    # Only a worker that dies (no exception reaches here) leaves its checkpoint to resume from.
+    checkpoint.remove()
+    return summary
+
+
+def _train_and_save(spec, dataset, data, model, base, recorder, artifact_dir: Path, features_path: Path,
+                    clock: PhaseClock) -> dict:
+    """Compute or load the features if they are used, train, save every artifact and summarise."""
     features = None
     if uses_feature_cache(spec):
         with clock.phase("computing features"):
-            features = pooled_features(model, data.images, feature_cache_path(cache_dir, dataset.sha256, spec, policy))
+            features = pooled_features(model, data.images, features_path)
     with clock.phase("training"):
         train(model, base, spec, data, recorder, artifact_dir, features)
     with clock.phase("saving artifacts"):
@@ -350,5 +420,6 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
     train_seconds = clock.seconds["training"] + clock.seconds.get("computing features", 0.0)
     summary = _summary(spec, dataset, model, data, recorder, train_seconds, artifact_dir)
     summary["phase_seconds"] = clock.seconds
+    summary["resumed_after_epoch"] = recorder.resumed_after_epoch
     (artifact_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

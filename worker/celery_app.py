@@ -1,7 +1,12 @@
 """The Celery app shared by the workers, the web app (to enqueue) and the CLI."""
 from __future__ import annotations
 
+import ctypes
+import signal
+import sys
+
 from celery import Celery
+from celery.signals import worker_process_init
 
 from db.settings import Settings, load_settings
 from worker.registry import WorkerRegistry
@@ -13,6 +18,7 @@ PREDICT_TASK = "tlbench.predict"
 PREDICTION_RESULT_SECONDS = 300
 # Longer than any training should take: an unacknowledged message is delivered again after it.
 VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
+PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -27,7 +33,9 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On a lost broker connection the running job goes on: the database, not the message, says
+        # who owns it, and a broker that restarted empty gets its queued jobs back from the database.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
@@ -43,6 +51,13 @@ def make_celery(settings: Settings) -> Celery:
 
 
 celery_app = make_celery(load_settings())
+
+
+@worker_process_init.connect
+def die_with_the_worker(**_) -> None:
+    """A pool child is killed when its worker dies: an orphan would go on training a re-queued job."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def enqueue_training(app: Celery, job_id: int) -> None:

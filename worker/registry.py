@@ -1,5 +1,7 @@
 """A worker registers itself in the database at start, beats every few seconds, and says when it stops.
 
+On the same timer it brings back lost jobs (worker/recovery.py).
+
 It runs in the worker's main process on Celery's own timer (the event loop's thread), so no extra
 thread exists when the pool forks a child, and no database connection stays open across a fork.
 """
@@ -14,6 +16,7 @@ from celery import bootsteps
 from db import operations as ops
 from db.session import Database
 from db.settings import load_settings
+from worker import recovery
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +33,17 @@ class WorkerRegistry(bootsteps.StartStopStep):
         self.timer_entry = None
 
     def start(self, worker) -> None:
-        """Register now, then beat on the worker's timer."""
+        """Register now, re-queue what this worker held before a restart, then beat on the worker's timer."""
         self._write(ops.register_worker, worker.hostname, socket.gethostname(),
                     os.environ.get("TLBENCH_DEVICE", "CPU"), _int_or_none(os.environ.get("TLBENCH_DEVICE_MEMORY")),
                     [queue for queue in os.environ.get("TLBENCH_QUEUES", "").split(",") if queue])
-        self.timer_entry = worker.timer.call_repeatedly(BEAT_SECONDS, self._write,
-                                                        (ops.worker_heartbeat, worker.hostname))
+        self._guarded(recovery.requeue_held_jobs, worker.app, worker.hostname)
+        self.timer_entry = worker.timer.call_repeatedly(BEAT_SECONDS, self._beat, (worker,))
+
+    def _beat(self, worker) -> None:
+        """Say this worker is alive, and bring back jobs that others lost."""
+        self._write(ops.worker_heartbeat, worker.hostname)
+        self._guarded(recovery.recover_lost_jobs, worker.app, load_settings().job_lost_after_seconds)
 
     def stop(self, worker) -> None:
         """Stop beating and record the clean shutdown."""
@@ -43,6 +51,17 @@ class WorkerRegistry(bootsteps.StartStopStep):
             self.timer_entry.cancel()
             self.timer_entry = None
         self._write(ops.worker_stopped, worker.hostname)
+
+    @staticmethod
+    def _guarded(recover, app, argument) -> None:
+        """Run one recovery step with a short-lived engine; log, never raise (the broker may be down)."""
+        database = Database(load_settings().database_url)
+        try:
+            recover(app, database, argument)
+        except Exception:
+            log.exception("job recovery: %s failed", recover.__name__)
+        finally:
+            database.dispose()
 
     @staticmethod
     def _write(operation, *args) -> None:

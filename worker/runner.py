@@ -15,6 +15,7 @@ from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
 from db.settings import Settings, load_settings
+from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,23 @@ class DatabaseReporter:
         self.database, self.job_id, self.attempt = database, job_id, attempt
         self.lost_ownership = False
 
+    def resume_from(self, rows: list[dict]) -> None:
+        """Keep the epochs the checkpoint has (none for a fresh start), drop any later ones."""
+        with self.database.transaction() as session:
+            owned = ops.resume_epochs(session, self.job_id, self.attempt, rows)
+        self._stop_unless(owned)
+
     def record_epoch(self, epoch: int, metrics: dict) -> None:
         """Write the epoch row (one short transaction per epoch)."""
         with self.database.transaction() as session:
-            if not ops.record_epoch(session, self.job_id, self.attempt, epoch, metrics):
-                self.lost_ownership = True
+            owned = ops.record_epoch(session, self.job_id, self.attempt, epoch, metrics)
+        self._stop_unless(owned)
+
+    def _stop_unless(self, owned: bool) -> None:
+        """Stop this attempt at once when another one owns the job now."""
+        if not owned or self.lost_ownership:
+            self.lost_ownership = True
+            raise AttemptSuperseded(f"job {self.job_id}: attempt {self.attempt} no longer owns the job")
 
     def progress(self, message: str) -> None:
         """Show what the job is doing now."""
@@ -41,10 +54,10 @@ class DatabaseReporter:
         self.beat(phase=message)
 
     def should_stop(self) -> bool:
-        """Stop when cancelled, or when another attempt owns the job now."""
+        """Stop when cancelled; raise when another attempt owns the job now (its heartbeat found out)."""
+        self._stop_unless(True)
         with self.database.transaction() as session:
-            cancelled = ops.cancel_requested(session, self.job_id)
-        return cancelled or self.lost_ownership
+            return ops.cancel_requested(session, self.job_id)
 
     def beat(self, phase: str | None = None) -> None:
         """Refresh the heartbeat; remember if this attempt lost the job."""
@@ -95,6 +108,9 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
     try:
         with heartbeat_thread(reporter):
             summary = _train(database, settings, job_id, reporter)
+    except AttemptSuperseded:
+        log.warning("job %s: attempt %s was superseded by a newer one; it stopped", job_id, attempt)
+        return
     except Exception as error:
         log.exception("job %s failed", job_id)
         with database.transaction() as session:

@@ -14,6 +14,12 @@ class RecordingReporter:
         self.stop_after = stop_after
         self.epochs: list[tuple[int, dict]] = []
         self.messages: list[str] = []
+        self.resumed_from: list[dict] | None = None
+
+    def resume_from(self, rows: list[dict]) -> None:
+        """Keep only the epochs before the job's starting point, as the database does."""
+        self.resumed_from = rows
+        self.epochs = [(row["epoch"], row) for row in rows]
 
     def record_epoch(self, epoch: int, metrics: dict) -> None:
         """Remember the epoch."""

@@ -35,6 +35,7 @@ SUMMARY_KEYS = {
     "peak_memory_bytes",
     "precision",
     "phase_seconds",
+    "resumed_after_epoch",
 }
 
 

@@ -1,0 +1,54 @@
+"""Put lost jobs back on the queue; the database, not the broker, is the source of truth.
+
+Three ways a job is lost, and what brings it back:
+- its worker restarted (killed, then restarted by `tlbench up`): the worker re-queues the jobs it
+  held as it starts, since it runs nothing yet;
+- its process went silent (the whole worker died, or its host): any worker re-queues a running job
+  whose heartbeat is older than TLBENCH_JOB_LOST_AFTER (60 s);
+- the broker restarted empty (the embedded Redis keeps nothing on disk): a marker key set by the
+  first worker that checks is gone, so every queued job is sent again.
+A job sent twice is harmless: only one attempt can claim it (db.operations.claim_job), and the
+new attempt resumes from the job's last checkpointed epoch.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import Celery
+
+from db import operations as ops
+from db.session import Database
+
+log = logging.getLogger(__name__)
+
+# Present as long as the broker keeps its data; absent after it restarted empty.
+BROKER_MARKER = "tlbench:broker-keeps-messages"
+
+
+def send_again(app: Celery, job_ids: list[int], why: str) -> None:
+    """Enqueue each job again."""
+    from worker.celery_app import enqueue_training  # celery_app imports this package's registry
+
+    for job_id in job_ids:
+        log.warning("job %s: %s; sending it to the queue again", job_id, why)
+        enqueue_training(app, job_id)
+
+
+def requeue_held_jobs(app: Celery, database: Database, worker_name: str) -> list[int]:
+    """At a worker's start: the jobs it still holds died with its previous process."""
+    with database.transaction() as session:
+        job_ids = ops.requeue_jobs_held_by(session, worker_name)
+    send_again(app, job_ids, f"its worker {worker_name} restarted")
+    return job_ids
+
+
+def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float) -> list[int]:
+    """Re-queue silent running jobs, and every queued job if the broker lost its messages."""
+    broker_lost_messages = bool(app.backend.client.set(BROKER_MARKER, "1", nx=True))
+    with database.transaction() as session:
+        silent = ops.requeue_lost_jobs(session, timedelta(seconds=lost_after_seconds))
+        queued = ops.queued_job_ids(session) if broker_lost_messages else []
+    send_again(app, silent, "its heartbeat stopped")
+    send_again(app, [job_id for job_id in queued if job_id not in silent], "the broker restarted empty")
+    return sorted(set(silent) | set(queued))
