@@ -1,6 +1,8 @@
 """The web app: HTML pages and the JSON API. It never imports TensorFlow."""
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
@@ -8,12 +10,20 @@ from db.session import Database
 from db.settings import Settings, ensure_folders, load_settings
 from worker.celery_app import make_celery
 
+# What `tlbench up` serves through gunicorn: never debug mode (not even with FLASK_DEBUG set), and an
+# unhandled error becomes a plain 500 answer rather than propagating with its traceback.
+PRODUCTION_CONFIG = {"DEBUG": False, "TESTING": False, "PROPAGATE_EXCEPTIONS": False}
+
 
 def create_app(config: dict | None = None) -> Flask:
-    """Build the app; `config` may carry TLBENCH_SETTINGS (a Settings) and Flask options."""
+    """Build the app; `config` may carry TLBENCH_SETTINGS (a Settings), TLBENCH_TOKEN and Flask options.
+
+    TLBENCH_TOKEN defaults to the environment variable of that name; set, it turns on login.
+    """
     app = Flask(__name__)
     config = dict(config or {})
     settings: Settings = config.pop("TLBENCH_SETTINGS", None) or load_settings()
+    token = config.pop("TLBENCH_TOKEN", os.environ.get("TLBENCH_TOKEN"))
     app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes, JSON_SORT_KEYS=False)
     app.config.update(config)
 
@@ -24,9 +34,15 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["tlbench.database"] = database
     app.extensions["tlbench.celery"] = make_celery(settings)
 
-    from dashboard import api, pages
+    from dashboard import api, auth, pages
 
+    auth.configure_auth(app, token, settings.home)
     app.register_blueprint(api.api)
     app.register_blueprint(pages.pages)
     app.register_error_handler(HTTPException, api.http_error)
     return app
+
+
+def create_production_app(settings: Settings | None = None) -> Flask:
+    """The app as gunicorn serves it for `tlbench up` (see dashboard/wsgi.py)."""
+    return create_app({**PRODUCTION_CONFIG, "TLBENCH_SETTINGS": settings})

@@ -6,7 +6,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, jsonify, request, send_from_directory
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from dashboard.dataset_registry import (
     DatasetRejected,
@@ -62,6 +62,10 @@ def http_error(error: HTTPException):
     """Answer Werkzeug's errors (404, 405, 413...) in JSON under /api/, as HTML elsewhere."""
     if not request.path.startswith(api.url_prefix + "/"):
         return error
+    if isinstance(error, RequestEntityTooLarge):
+        limit_mb = current_app.config["MAX_CONTENT_LENGTH"] / 2**20
+        return error_response(f"the request body is over the limit of {limit_mb:g} MB (TLBENCH_MAX_UPLOAD_MB)",
+                              error.code)
     return error_response(error.description or error.name, error.code or 500)
 
 
@@ -86,8 +90,10 @@ def json_body(model: type[BaseModel]):
         raise BadRequest(f"expected Content-Type application/json, got {request.mimetype or 'none'!r}",
                          status=UnsupportedMediaType.code)
     body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise BadRequest(f"the body must be a JSON object, not a JSON {type(body).__name__}")
     try:
         return model.model_validate(body)
     except ValidationError as error:
@@ -96,7 +102,7 @@ def json_body(model: type[BaseModel]):
 
 
 @api.get("/health")
-@documented(responses={200: "Database and broker reachable", 503: "Something is down"})
+@documented(responses={200: "Database and broker reachable", 503: "Something is down"}, public=True)
 def health():
     """Say whether the database and the broker answer."""
     checks = {"database": _check(lambda: database().ping()), "broker": _check(_ping_broker)}
@@ -317,9 +323,14 @@ def _artifact_dir(job_id: int) -> Path:
 def list_artifacts(job_id: int):
     """List a job's artifact files with their sizes."""
     folder = _artifact_dir(job_id)
-    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
+    files = sorted(path for path in folder.rglob("*") if _is_artifact(folder, path)) if folder.is_dir() else []
     return jsonify(artifacts=[{"name": path.relative_to(folder).as_posix(), "bytes": path.stat().st_size}
                               for path in files])
+
+
+def _is_artifact(folder: Path, path: Path) -> bool:
+    """A regular file whose real location is inside the job's folder: links out of it don't count."""
+    return path.is_file() and path.resolve().is_relative_to(folder.resolve())
 
 
 @api.get("/jobs/<int:job_id>/artifacts/<path:name>")
@@ -329,6 +340,9 @@ def download_artifact(job_id: int, name: str):
     folder = _artifact_dir(job_id)
     if not folder.is_dir():
         raise HttpNotFound(f"job {job_id} has no artifacts yet")
+    # send_from_directory refuses "../" names itself; resolving also catches a link that leads out.
+    if not _is_artifact(folder, folder / name):
+        raise BadRequest(f"name: {name!r} is not an artifact of job {job_id}", "name", status=HttpNotFound.code)
     return send_from_directory(folder, name, as_attachment=True)
 
 

@@ -23,10 +23,15 @@ ERROR_SCHEMA = {
 }
 
 
-def documented(body: type[BaseModel] | None = None, multipart_file: bool = False, responses: dict | None = None):
-    """Attach what the OpenAPI document should say about a view's body and answers."""
+def documented(body: type[BaseModel] | None = None, multipart_file: bool = False, responses: dict | None = None,
+               public: bool = False):
+    """Attach what the OpenAPI document should say about a view's body and answers.
+
+    `public`: the route needs no token even when the server has one (the health check).
+    """
     def attach(view):
-        view.openapi = {"body": body, "multipart_file": multipart_file, "responses": responses or {200: "OK"}}
+        view.openapi = {"body": body, "multipart_file": multipart_file, "responses": responses or {200: "OK"},
+                        "public": public}
         return view
     return attach
 
@@ -39,7 +44,8 @@ def build_openapi(app: Flask, prefix: str = "/api/v1") -> dict:
         if not rule.rule.startswith(prefix):
             continue
         view = app.view_functions[rule.endpoint]
-        declared = getattr(view, "openapi", {"body": None, "multipart_file": False, "responses": {200: "OK"}})
+        declared = getattr(view, "openapi", {"body": None, "multipart_file": False, "responses": {200: "OK"},
+                                             "public": False})
         if declared["body"]:
             models.add(declared["body"])
         path = PATH_PARAMETER.sub(r"{\g<name>}", rule.rule)
@@ -49,7 +55,11 @@ def build_openapi(app: Flask, prefix: str = "/api/v1") -> dict:
         "openapi": "3.1.0",
         "info": {"title": API_TITLE, "version": API_VERSION},
         "paths": paths,
-        "components": {"schemas": {**_schemas(models), "Error": ERROR_SCHEMA}},
+        # The token is asked for only when the server runs with TLBENCH_TOKEN: {} makes it optional.
+        "security": [{"bearer": []}, {}],
+        "components": {"schemas": {**_schemas(models), "Error": ERROR_SCHEMA}, "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "TLBENCH_TOKEN, needed when the server was started with it"}}},
     }
 
 
@@ -61,6 +71,8 @@ def _operation(rule, view, declared: dict) -> dict:
         "parameters": [_path_parameter(match) for match in PATH_PARAMETER.finditer(rule.rule)],
         "responses": _responses(declared["responses"]),
     }
+    if declared["public"]:
+        operation["security"] = []
     content = _request_content(declared)
     if content:
         operation["requestBody"] = {"required": True, "content": content}

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="start Redis (embedded unless REDIS_URL), workers and the web app")
-    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; any other needs $TLBENCH_TOKEN)")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
     up.add_argument("--workers", type=int, default=1, help="CPU workers when there is no GPU (default 1)")
@@ -90,8 +91,9 @@ def _use_home(home: str | None) -> None:
 def run_up(args) -> int:
     """Run the whole stack in the foreground."""
     from db.settings import load_settings
-    from tlbench.stack import run_stack
+    from tlbench.stack import check_exposure, run_stack
 
+    check_exposure(args.host)  # before anything is created or started
     _use_home(args.home)
     return run_stack(load_settings(), args.host, args.port, workers=args.workers, gpus=args.gpus)
 

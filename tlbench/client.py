@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 600
+TOKEN_ENV = "TLBENCH_TOKEN"
 
 
 class ApiError(RuntimeError):
@@ -18,9 +20,14 @@ class ApiError(RuntimeError):
 class ApiClient:
     """Calls /api/v1 on one tlbench server."""
 
-    def __init__(self, base_url: str = DEFAULT_URL):
+    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None):
+        """`token` defaults to $TLBENCH_TOKEN; when there is one, every call sends it as a bearer token."""
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        token = os.environ.get(TOKEN_ENV) if token is None else token
+        if token:
+            # A header, never the URL: URLs end up in access logs and shell histories.
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
         """Send a request and return its JSON, raising ApiError with the server's message."""
@@ -31,7 +38,8 @@ class ApiClient:
             raise ApiError(f"no tlbench server answers at {self.base_url} (start one with `tlbench up`)") from None
         body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
         if response.status_code >= 400:
-            raise ApiError(f"{response.status_code}: {body.get('error', response.text[:200])}")
+            hint = f" (set {TOKEN_ENV} to the server's token)" if response.status_code == 401 else ""
+            raise ApiError(f"{response.status_code}: {body.get('error', response.text[:200])}{hint}")
         return body
 
     def add_dataset(self, source: Path, name: str | None = None, by_path: bool = False) -> dict:

@@ -1,6 +1,8 @@
 """`tlbench up`: the embedded Redis (unless REDIS_URL is set), the workers and the web app."""
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 import time
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import redis
 from filelock import FileLock, Timeout
 
+from dashboard.auth import TOKEN_ENV, configured_token
 from dashboard.dataset_registry import dataset_fields
 from db import operations as ops
 from db.session import Database
@@ -19,6 +22,32 @@ from worker.launch import ProcessSpec, worker_processes
 
 REDIS_START_SECONDS = 20.0
 WEB_THREADS = 8
+# gunicorn's default access log prints %(u)s, the user name of a Basic Authorization header; this one
+# prints no credentials and no header at all (tokens never travel in URLs, so %(r)s is safe).
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+class ExposedWithoutToken(RuntimeError):
+    """`tlbench up` was asked to listen beyond this machine without TLBENCH_TOKEN."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def check_exposure(host: str, environ=None) -> None:
+    """Refuse to serve a non-loopback address without a token, before anything starts."""
+    environ = os.environ if environ is None else environ
+    if not is_loopback(host) and not configured_token(environ.get(TOKEN_ENV)):
+        raise ExposedWithoutToken(f"refusing to listen on {host} without {TOKEN_ENV}: anyone who can reach it "
+                                  f"could run jobs and read every model; set {TOKEN_ENV} to a long random secret, "
+                                  "or keep the default --host 127.0.0.1")
 
 
 def embedded_redis_process(settings: Settings) -> ProcessSpec:
@@ -49,7 +78,7 @@ def web_process(host: str, port: int, web_workers: int) -> ProcessSpec:
     """gunicorn with threaded workers, so pages that poll or stream don't starve each other."""
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
             "--worker-class", "gthread", "--threads", str(WEB_THREADS), "--access-logfile", "-",
-            "dashboard.wsgi:app"]
+            "--access-logformat", ACCESS_LOG_FORMAT, "dashboard.wsgi:app"]
     return ProcessSpec(name="web", argv=argv, env={})
 
 

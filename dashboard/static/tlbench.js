@@ -12,9 +12,20 @@ class ApiError extends Error {
   }
 }
 
+// Present when the server asks for a token (TLBENCH_TOKEN): the session's CSRF token, which every
+// state-changing call must send back, or the server refuses it.
+const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]')?.content;
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
 /** Call the JSON API; answers the parsed body or throws an ApiError. */
 export async function api(path, options = {}) {
-  const response = await fetch(API + path, { headers: { Accept: "application/json" }, ...options });
+  const headers = { Accept: "application/json", ...options.headers };
+  if (CSRF_TOKEN && !SAFE_METHODS.has((options.method ?? "GET").toUpperCase())) headers["X-CSRFToken"] = CSRF_TOKEN;
+  const response = await fetch(API + path, { ...options, headers });
+  // The session ended (logged out elsewhere, or the server's token changed): log in again, then come back.
+  if (response.status === 401 && CSRF_TOKEN) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
   // Some failures (a proxy, a crashed worker) answer HTML; keep the status text then.
   const body = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new ApiError(body.error || `HTTP ${response.status}`, body.field ?? null, response.status);
@@ -25,7 +36,7 @@ export async function api(path, options = {}) {
 export function postJSON(path, body) {
   const options = { method: "POST" };
   if (body !== undefined) {
-    options.headers = { Accept: "application/json", "Content-Type": "application/json" };
+    options.headers = { "Content-Type": "application/json" };
     options.body = JSON.stringify(body);
   }
   return api(path, options);

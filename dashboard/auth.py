@@ -1,0 +1,178 @@
+"""Access control when TLBENCH_TOKEN is set: a bearer token for scripts, a login session for pages.
+
+Without a token (the default, where `tlbench up` listens on 127.0.0.1 only) nothing here applies:
+no login, no CSRF check. With one:
+- every route but /api/v1/health, /login and the static files needs either the header
+  `Authorization: Bearer <token>` or the session cookie that logging in at /login sets;
+- every state-changing request that rides on the session cookie must carry the page's CSRF token
+  (Flask-WTF); bearer requests carry none, since a browser never adds that header by itself.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import tempfile
+from hashlib import sha256
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+TOKEN_ENV = "TLBENCH_TOKEN"
+SESSION_SECRET_FILE = "session_secret"
+SESSION_SECRET_BYTES = 32
+SESSION_FLAG = "authenticated"
+# Reachable without credentials: the login form, its stylesheet, and the liveness probe.
+OPEN_ENDPOINTS = frozenset({"static", "api.health", "auth.login"})
+API_PREFIX = "/api/"
+
+csrf = CSRFProtect()
+auth = Blueprint("auth", __name__)
+
+
+def configure_auth(app: Flask, token: str | None, home: Path) -> None:
+    """Turn on login, bearer tokens and CSRF checks when a token is set; otherwise only register the routes."""
+    token = configured_token(token)
+    app.config["TLBENCH_TOKEN"] = token
+    # The check runs in require_credentials, only for requests that ride on the session cookie.
+    # Pages stay open for hours while they poll, so a token lives as long as its session.
+    app.config.update(WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None)
+    csrf.init_app(app)
+    app.register_blueprint(auth)
+    app.register_error_handler(CSRFError, csrf_refused)
+    if not token:
+        return
+    app.secret_key = session_secret(home, token)
+    app.config.update(SESSION_COOKIE_NAME="tlbench_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax")
+    app.before_request(require_credentials)
+
+
+def configured_token(value: str | None) -> str | None:
+    """The token a TLBENCH_TOKEN value sets, if any: surrounding blanks are not part of it."""
+    return (value or "").strip() or None
+
+
+def login_required() -> bool:
+    """Whether this app asks for the token."""
+    return bool(current_app.config.get("TLBENCH_TOKEN"))
+
+
+@auth.app_context_processor
+def auth_template_values() -> dict:
+    """What base.html needs: whether to render the CSRF meta tag and the logout button."""
+    return {"login_required": login_required(), "logged_in": bool(session.get(SESSION_FLAG))}
+
+
+def session_secret(home: Path, token: str) -> bytes:
+    """The key that signs session cookies: a random secret kept in the home, mixed with the token.
+
+    Mixing in the token means that changing TLBENCH_TOKEN logs every browser out.
+    """
+    home_secret = _home_secret(Path(home) / SESSION_SECRET_FILE)
+    return hmac.new(home_secret, b"tlbench session\0" + token.encode(), sha256).digest()
+
+
+def _home_secret(path: Path) -> bytes:
+    """Read the home's secret, creating it (mode 0600) on first use.
+
+    Several gunicorn workers start at once: each writes a candidate to a private temporary
+    file and links it into place; the first link wins and everyone reads the winner.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".session-secret-")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(secrets.token_bytes(SESSION_SECRET_BYTES))
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(staging)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # a copied home may have loosened it
+    return path.read_bytes()
+
+
+def require_credentials():
+    """Before every request: let it through, refuse it (401 JSON) or send a page visitor to /login."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    offered = _offered_bearer_token()
+    if offered is not None:
+        # A bearer header is never added by a browser on its own, so it needs no CSRF token.
+        return None if _is_the_token(offered) else _unauthorized("the bearer token is not valid")
+    if session.get(SESSION_FLAG):
+        csrf.protect()  # does nothing for GET; raises CSRFError for a state change without the token
+        return None
+    if request.path.startswith(API_PREFIX):
+        return _unauthorized("this server needs its token: send the header 'Authorization: Bearer "
+                             f"<{TOKEN_ENV}>', or log in at /login")
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _offered_bearer_token() -> str | None:
+    """The credentials of an Authorization header ("" when it is not a bearer token), or None without one."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+def _is_the_token(offered: str) -> bool:
+    """Compare in constant time, so the answer's timing says nothing about the token."""
+    return hmac.compare_digest(offered.encode(), current_app.config["TLBENCH_TOKEN"].encode())
+
+
+def _unauthorized(problem: str):
+    """The API's error shape with 401 and the scheme to use."""
+    response = jsonify(error=f"unauthorized: {problem}", field=None)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="tlbench"'
+    return response, 401
+
+
+def csrf_refused(error: CSRFError):
+    """A state change from a page without its CSRF token: JSON under /api/, Flask-WTF's page elsewhere."""
+    if not request.path.startswith(API_PREFIX):
+        return error
+    return jsonify(error=f"csrf: {error.description} Reload the page and try again.", field=None), error.code
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this site only, never another host."""
+    if not target:
+        return url_for("pages.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return url_for("pages.index")
+    return target
+
+
+@auth.route("/login", methods=["GET", "POST"])
+def login():
+    """Ask for the token; the right one starts a session and goes back to the page asked for."""
+    if not login_required():
+        return redirect(url_for("pages.index"))
+    target = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if session.get(SESSION_FLAG):
+            return redirect(target)
+        return render_template("login.html", next=target, problem=None)
+    csrf.protect()
+    if not _is_the_token(request.form.get("token", "")):
+        return render_template("login.html", next=target, problem="That is not the server's token."), 401
+    session.clear()  # a fresh session (and CSRF token) for the logged-in visitor
+    session[SESSION_FLAG] = True
+    return redirect(target)
+
+
+@auth.post("/logout")
+def logout():
+    """End the session (the CSRF check ran in require_credentials) and show the login form."""
+    session.clear()
+    return redirect(url_for("auth.login"))

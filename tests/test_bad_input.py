@@ -1,0 +1,333 @@
+"""Malformed requests, in one table: each is refused with a 4xx JSON error naming the problem
+(and the field, where there is one), and none of them writes a row, a file or a queue message."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import stat
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Benchmark, Dataset, Epoch, Job, JobStatus
+from imagegen import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
+from tlbench.client import zip_folder
+from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
+
+# What TLBENCH_MAX_UPLOAD_MB=1 gives; small, so that an oversized body is cheap to send.
+UPLOAD_LIMIT_MB = 1
+MISSING = object()  # a field left out of the request body
+GOOD_BENCHMARK = {"backbones": ["VGG16"], "epochs": 2, "image_size": 32, "weights": "none"}
+COUNTED_TABLES = (Dataset, Benchmark, Job, Epoch)
+
+
+@pytest.fixture
+def settings(settings):
+    """The shared test settings with a 1 MiB upload limit (MAX_CONTENT_LENGTH follows it)."""
+    return dataclasses.replace(settings, max_upload_bytes=UPLOAD_LIMIT_MB * 2**20)
+
+
+def png(colour: str = "red") -> bytes:
+    """One small decodable PNG."""
+    return png_bytes(coloured_image(CLASS_COLOURS[colour], 16, np.random.default_rng(0)))
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    """A deflated zip with these entries, names exactly as given."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), content, compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def zip_with_link() -> bytes:
+    """A zip whose entry is a symbolic link to /etc/passwd."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cats/a.png", png())
+        link = zipfile.ZipInfo("dogs/b.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def two_class_zip(**extra: bytes) -> bytes:
+    """A valid two-class dataset, plus `extra` entries."""
+    return zip_of({"cats/a.png": png("red"), "dogs/b.png": png("blue"), **extra})
+
+
+class Scene:
+    """What a case may need, built on first use and before the 'nothing written' snapshot is taken."""
+
+    def __init__(self, client, app, settings, tmp_path: Path):
+        self.client, self.app, self.settings, self.tmp = client, app, settings, tmp_path
+        self.data_root = settings.data_roots[0]
+
+    @cached_property
+    def dataset_id(self) -> int:
+        """A registered two-class dataset."""
+        response = self.client.post("/api/v1/datasets", data={"file": (io.BytesIO(two_class_zip()), "ok.zip")},
+                                    content_type="multipart/form-data")
+        assert response.status_code == 201, response.json
+        return response.json["id"]
+
+    @cached_property
+    def job_id(self) -> int:
+        """A queued job with one artifact, a secret beside the artifacts and a link to it among them."""
+        created = self.client.post("/api/v1/benchmarks", json={"dataset": self.dataset_id, **GOOD_BENCHMARK})
+        job_id = created.json["jobs"][0]["id"]
+        folder = self.settings.job_artifact_dir(job_id)
+        folder.mkdir(parents=True)
+        (folder / "labels.json").write_text('["cats", "dogs"]')
+        secret = self.settings.home / "secret.txt"
+        secret.write_text("secret")
+        (folder / "leak.txt").symlink_to(secret)
+        return job_id
+
+    @cached_property
+    def succeeded_benchmark_id(self) -> int:
+        """A benchmark whose one job is marked succeeded, so that predictions are accepted."""
+        with self.app.extensions["tlbench.database"].transaction() as session:
+            job = session.get(Job, self.job_id)
+            job.status = JobStatus.SUCCEEDED
+            return job.benchmark_id
+
+    @cached_property
+    def outside_folder(self) -> Path:
+        """A good two-class dataset outside the allowed data roots."""
+        return make_image_folder(self.tmp / "elsewhere" / "pets", classes=2, per_class=2, size=16)
+
+    def data_folder(self, name: str, files: dict[str, bytes] | None = None,
+                    links: dict[str, Path] | None = None) -> str:
+        """A folder under the allowed data root with these files and symbolic links; returns its path."""
+        folder = self.data_root / name
+        for relative, content in (files or {}).items():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_bytes(content)
+        for relative, target in (links or {}).items():
+            assert target.exists(), target  # a dangling link would prove nothing
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).symlink_to(target, target_is_directory=target.is_dir())
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
+
+def benchmark(**change) -> Callable[[Scene], dict]:
+    """POST /benchmarks with a good body changed by `change` (MISSING removes a field)."""
+    def build(scene: Scene) -> dict:
+        body = {"dataset": scene.dataset_id, **GOOD_BENCHMARK, **change}
+        return {"method": "POST", "path": "/api/v1/benchmarks",
+                "json": {key: value for key, value in body.items() if value is not MISSING}}
+    return build
+
+
+def raw_body(data: bytes | str, content_type: str, path: str = "/api/v1/benchmarks") -> Callable[[Scene], dict]:
+    """POST these bytes with this content type."""
+    return lambda scene: {"method": "POST", "path": path, "data": data, "content_type": content_type}
+
+
+def upload(payload: Callable[[], bytes], filename: str = "data.zip", path: str = "/api/v1/datasets"):
+    """POST a multipart upload; `payload` is built only when the case runs."""
+    return lambda scene: {"method": "POST", "path": path(scene) if callable(path) else path,
+                          "data": {"file": (io.BytesIO(payload()), filename)}, "content_type": "multipart/form-data"}
+
+
+def register_path(make_path: Callable[[Scene], object]) -> Callable[[Scene], dict]:
+    """POST /datasets with JSON {"path": ...}."""
+    return lambda scene: {"method": "POST", "path": "/api/v1/datasets", "json": {"path": make_path(scene)}}
+
+
+def call(method: str, make_path: Callable[[Scene], str] | str, **options) -> Callable[[Scene], dict]:
+    """A request without a body."""
+    return lambda scene: {"method": method, "path": make_path(scene) if callable(make_path) else make_path, **options}
+
+
+def predict_path(scene: Scene) -> str:
+    """The predict route of a benchmark that has a succeeded job."""
+    return f"/api/v1/benchmarks/{scene.succeeded_benchmark_id}/predict"
+
+
+def no_file(scene: Scene) -> dict:
+    """A multipart predict request without its file."""
+    return {"method": "POST", "path": predict_path(scene), "data": {"name": "x"}, "content_type": "multipart/form-data"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One malformed request, the status it gets, a telling part of its message and the field named."""
+
+    name: str
+    request: Callable[[Scene], dict]
+    status: int
+    says: str
+    field: str | None = None
+
+
+CASES = [
+    # Benchmarks: wrong types
+    Case("dataset is a string", benchmark(dataset="1"), 400, "valid integer", "dataset"),
+    Case("dataset is a boolean", benchmark(dataset=True), 400, "valid integer", "dataset"),
+    Case("backbones is a string", benchmark(backbones="VGG16"), 400, "valid list", "backbones"),
+    Case("backbone is a number", benchmark(backbones=[16]), 400, "valid string", "backbones"),
+    Case("epochs is a string", benchmark(epochs="5"), 400, "valid integer", "epochs"),
+    Case("epochs is a fraction", benchmark(epochs=2.5), 400, "valid integer", "epochs"),
+    Case("augment is a string", benchmark(augment="yes"), 400, "valid boolean", "augment"),
+    Case("mixed_precision is a string", benchmark(mixed_precision="yes"), 400, "valid boolean", "mixed_precision"),
+    # Benchmarks: missing and unknown fields
+    Case("dataset missing", benchmark(dataset=MISSING), 400, "is required", "dataset"),
+    Case("backbones missing", benchmark(backbones=MISSING), 400, "is required", "backbones"),
+    Case("unknown field", benchmark(colour="blue"), 400, "not a known field", "colour"),
+    # Benchmarks: backbones
+    Case("unknown backbone", benchmark(backbones=["NoSuchNet"]), 400, "unknown backbone 'NoSuchNet'", "backbones"),
+    Case("duplicate backbones", benchmark(backbones=["VGG16", "VGG16"]), 400, "more than once: VGG16", "backbones"),
+    Case("empty backbone list", benchmark(backbones=[]), 400, "at least 1", "backbones"),
+    # Benchmarks: ranges
+    Case("image_size below the minimum", benchmark(backbones=["InceptionV3"], image_size=32), 400,
+         "below InceptionV3's minimum of 75", "image_size"),
+    Case("per-backbone size below the minimum", benchmark(backbones=["Xception"], image_size={"Xception": 70}), 400,
+         "below Xception's minimum of 71", "image_size"),
+    Case("size for a backbone not listed", benchmark(image_size={"ResNet50": 64}), 400, "not in backbones",
+         "image_size"),
+    Case("epochs 0", benchmark(epochs=0), 400, "greater than or equal to 1", "epochs"),
+    Case("epochs 10^9", benchmark(epochs=10**9), 400, "less than or equal to 10000", "epochs"),
+    Case("batch_size 0", benchmark(batch_size=0), 400, "greater than or equal to 1", "batch_size"),
+    Case("negative learning rate", benchmark(learning_rate=-0.001), 400, "greater than 0", "learning_rate"),
+    Case("learning rate 0", benchmark(learning_rate=0), 400, "greater than 0", "learning_rate"),
+    Case("negative patience", benchmark(patience=-1), 400, "greater than or equal to 0", "patience"),
+    Case("negative seed", benchmark(seed=-1), 400, "greater than or equal to 0", "seed"),
+    Case("validation_split 1", benchmark(validation_split=1.0), 400, "less than 1", "validation_split"),
+    Case("validation_split 0", benchmark(validation_split=0), 400, "greater than 0", "validation_split"),
+    Case("negative fine_tune_layers", benchmark(fine_tune_layers=-2), 400, "greater than or equal to 0",
+         "fine_tune_layers"),
+    Case("missing weights file", benchmark(weights="/no/such/weights.h5"), 400, "existing weights file", "weights"),
+    Case("empty name", benchmark(name=""), 400, "at least 1 character", "name"),
+    Case("unknown dataset id", benchmark(dataset=999), 400, "dataset 999 not found", "dataset"),
+    # Bodies that are not a JSON object
+    Case("body is not JSON", raw_body("{not json", "application/json"), 400, "not valid JSON"),
+    Case("body is a JSON list", raw_body("[1, 2]", "application/json"), 400, "must be a JSON object, not a JSON list"),
+    Case("text/plain content type", raw_body("{}", "text/plain"), 415, "expected Content-Type application/json"),
+    Case("form content type", raw_body("dataset=1", "application/x-www-form-urlencoded"), 415,
+         "got 'application/x-www-form-urlencoded'"),
+    Case("oversized JSON body", raw_body(b'{"name": "' + b"x" * (2 * 2**20) + b'"}', "application/json"), 413,
+         f"over the limit of {UPLOAD_LIMIT_MB} MB"),
+    # Dataset uploads
+    Case("oversized upload", upload(lambda: b"x" * (2 * 2**20)), 413, "TLBENCH_MAX_UPLOAD_MB"),
+    Case("upload that is not a zip", upload(lambda: b"this is not a zip"), 400, "not a zip file", "file"),
+    Case("upload without a file", lambda scene: {"method": "POST", "path": "/api/v1/datasets", "data": {"name": "x"},
+                                                 "content_type": "multipart/form-data"}, 400, "is required", "file"),
+    # Refused by the declared sizes, before a byte is extracted (the limit is 8 x the upload limit).
+    Case("zip bomb: declared size", upload(lambda: two_class_zip(**{"cats/big.png": bytes(10 * 2**20)})), 400,
+         "more than the limit", "file"),
+    Case("zip bomb: compression ratio", upload(lambda: two_class_zip(**{"cats/big.png": bytes(3 * 2**20)})), 400,
+         "compression ratio", "file"),
+    Case("zip entry climbs out", upload(lambda: two_class_zip(**{"../x.png": png()})), 400,
+         "'../x.png': path climbs out", "file"),
+    Case("zip entry with an absolute path", upload(lambda: two_class_zip(**{"/tmp/x.png": png()})), 400,
+         "absolute path", "file"),
+    Case("zip entry that is a link", upload(zip_with_link), 400, "symbolic link", "file"),
+    Case("zip with one class", upload(lambda: zip_of({"cats/a.png": png(), "cats/b.png": png("blue")})), 400,
+         "has one class (cats)", "file"),
+    Case("zip with no images", upload(lambda: zip_of({"cats/a.txt": b"text", "dogs/b.txt": b"text"})), 400,
+         "no decodable images", "file"),
+    # Datasets registered by path
+    Case("path outside the data roots", register_path(lambda scene: str(scene.outside_folder)), 400,
+         "not under an allowed data root", "path"),
+    Case("path that does not exist", register_path(lambda scene: str(scene.data_root / "nothing")), 400,
+         "does not exist", "path"),
+    Case("path that is a file", register_path(lambda scene: scene.data_folder("f", {"a.png": png()}) + "/a.png"),
+         400, "is not a folder", "path"),
+    Case("path is a number", register_path(lambda scene: 5), 400, "valid string", "path"),
+    Case("path is a link out of the data roots",
+         register_path(lambda scene: scene.data_folder("top", links={"pets": scene.outside_folder}) + "/pets"),
+         400, "not under an allowed data root", "path"),
+    # Links are never followed: class folders that lead out of the data roots are skipped, leaving nothing.
+    Case("class folders are links out of the data roots",
+         register_path(lambda scene: scene.data_folder("linked", links={
+             name: scene.outside_folder / name for name in class_names(2)})),
+         400, "no decodable images", "path"),
+    Case("folder with one class", register_path(lambda scene: scene.data_folder("solo", {"cats/a.png": png()})), 400,
+         "has one class (cats)", "path"),
+    Case("folder with no images",
+         register_path(lambda scene: scene.data_folder("bare", {"cats/a.txt": b"x", "dogs/b.txt": b"x"})), 400,
+         "no decodable images", "path"),
+    # Artifacts
+    Case("artifact name with ../", call("GET", lambda scene: f"/api/v1/jobs/{scene.job_id}/artifacts/..%2Fsecret.txt"),
+         404, "'../secret.txt' is not an artifact", "name"),
+    # Werkzeug merges the doubled slash and redirects to artifacts/etc/passwd, inside the job's folder.
+    Case("absolute artifact name", call("GET", lambda scene: f"/api/v1/jobs/{scene.job_id}/artifacts//etc/passwd",
+                                        follow_redirects=True), 404, "'etc/passwd' is not an artifact", "name"),
+    Case("artifact that links out of the job folder",
+         call("GET", lambda scene: f"/api/v1/jobs/{scene.job_id}/artifacts/leak.txt"), 404, "is not an artifact",
+         "name"),
+    # Unknown ids and routes
+    Case("unknown job", call("GET", "/api/v1/jobs/999"), 404, "job 999 not found"),
+    Case("unknown job's epochs", call("GET", "/api/v1/jobs/999/epochs"), 404, "job 999 not found"),
+    Case("unknown job's artifacts", call("GET", "/api/v1/jobs/999/artifacts"), 404, "job 999 not found"),
+    Case("unknown job's artifact", call("GET", "/api/v1/jobs/999/artifacts/model.keras"), 404, "job 999 not found"),
+    Case("cancel an unknown job", call("POST", "/api/v1/jobs/999/cancel"), 404, "job 999 not found"),
+    Case("retry an unknown job", call("POST", "/api/v1/jobs/999/retry"), 404, "job 999 not found"),
+    Case("unknown benchmark", call("GET", "/api/v1/benchmarks/999"), 404, "benchmark 999 not found"),
+    Case("unknown dataset", call("GET", "/api/v1/datasets/999"), 404, "dataset 999 not found"),
+    Case("unknown route", call("GET", "/api/v1/nothing-here"), 404, "URL was not found"),
+    Case("wrong method", call("GET", "/api/v1/jobs/1/cancel"), 405, "method is not allowed"),
+    # Predictions
+    Case("predict upload that is not an image", upload(lambda: b"not an image", "x.png", predict_path), 400,
+         "'x.png' is not a decodable image", "file"),
+    Case("predict without a file", no_file, 400, "is required", "file"),
+    Case("predict with an unknown benchmark", upload(png, "x.png", "/api/v1/benchmarks/999/predict"), 404,
+         "benchmark 999 not found"),
+]
+
+
+@pytest.fixture
+def scene(client, app, settings, tmp_path) -> Scene:
+    """The case's surroundings."""
+    return Scene(client, app, settings, tmp_path)
+
+
+def written_state(scene: Scene, redis_client) -> dict:
+    """Everything a request could have written: row counts, files under the home, queue messages."""
+    with scene.app.extensions["tlbench.database"].transaction() as session:
+        rows = {model.__tablename__: session.scalar(select(func.count()).select_from(model))
+                for model in COUNTED_TABLES}
+    home = scene.settings.home
+    folders = (scene.settings.upload_root, scene.settings.artifact_root, home / "predictions")
+    files = sorted(str(path) for folder in folders if folder.exists() for path in folder.rglob("*"))
+    queues = {queue: redis_client.llen(queue) for queue in (TRAIN_QUEUE, PREDICT_QUEUE)}
+    return {"rows": rows, "files": files, "queues": queues, "redis keys": redis_client.dbsize()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_a_malformed_request_is_refused_naming_the_problem_and_writes_nothing(scene, redis_client, case):
+    request = case.request(scene)  # builds what the case needs first, so the snapshot includes it
+    before = written_state(scene, redis_client)
+    response = scene.client.open(request.pop("path"), **request)
+    assert response.status_code == case.status, response.get_data(as_text=True)[:500]
+    assert response.is_json, response.get_data(as_text=True)[:500]
+    error = response.json["error"]
+    assert case.says in error, error
+    if case.field is not None:
+        assert response.json["field"] == case.field and error.startswith(f"{case.field}: "), response.json
+    assert written_state(scene, redis_client) == before
+
+
+def test_the_table_covers_every_kind_of_refusal():
+    assert len(CASES) >= 30
+    assert len({case.name for case in CASES}) == len(CASES)
+
+
+def test_a_linked_image_inside_a_registered_folder_is_skipped_not_followed(scene):
+    outside = scene.outside_folder / class_names(2)[0]
+    folder = scene.data_folder("mixed", {"cats/a.png": png("red"), "dogs/b.png": png("blue")},
+                               links={"cats/stolen.png": next(outside.iterdir())})
+    response = scene.client.post("/api/v1/datasets", json={"path": folder})
+    assert response.status_code == 201, response.json
+    assert response.json["counts"] == {"cats": 1, "dogs": 1}
+    assert {"file": "cats/stolen.png", "reason": "symbolic link"} in response.json["skipped"]
