@@ -20,7 +20,7 @@ def _load_model(model_path: str, modified: float):
     """
     import keras
 
-    model = keras.saving.load_model(model_path)
+    model = keras.saving.load_model(model_path, safe_mode=True)
     size = model.input_shape[1]
     model.predict_on_batch(np.zeros((1, size, size, 3), dtype=np.uint8))
     return model

@@ -35,7 +35,7 @@ from jobs.model import (
 from jobs.spec import JobSpec
 from jobs.splits import split_indices
 
-__all__ = ["AttemptSuperseded", "Reporter", "WeightsUnavailable", "run_job"]
+__all__ = ["ArtifactWriteError", "AttemptSuperseded", "Reporter", "WeightsUnavailable", "run_job"]
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -54,6 +54,10 @@ LATENCY_WARM_UP_CALLS = 2
 KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 COPY_CHUNK_BYTES = 2**22
 LATENCY_TIMED_CALLS = 7
+
+
+class ArtifactWriteError(OSError):
+    """The artifacts could not be written (disk full, folder gone, ...)."""
 
 
 class AttemptSuperseded(RuntimeError):
@@ -311,11 +315,24 @@ def _save_model(model, artifact_dir: Path) -> None:
     The .keras archive holds the weights as the very .weights.h5 file save_weights writes, so that
     file is copied out rather than serialised a second time (up to 0.5 s a job on a CPU).
     """
-    model.save(artifact_dir / "model.keras")
-    (artifact_dir / "model.json").write_text(model.to_json())
-    with zipfile.ZipFile(artifact_dir / "model.keras") as archive, archive.open(KERAS_ARCHIVE_WEIGHTS) as weights:
-        with (artifact_dir / "model.weights.h5").open("wb") as destination:
-            shutil.copyfileobj(weights, destination, COPY_CHUNK_BYTES)
+    _write_artifact(artifact_dir / "model.keras", model.save)
+    _write_artifact(artifact_dir / "model.json", lambda path: path.write_text(model.to_json()))
+    _write_artifact(artifact_dir / "model.weights.h5", lambda path: _copy_weights_out(artifact_dir / "model.keras", path))
+
+
+def _copy_weights_out(keras_file: Path, destination: Path) -> None:
+    """Copy the weights file a .keras archive holds."""
+    with zipfile.ZipFile(keras_file) as archive, archive.open(KERAS_ARCHIVE_WEIGHTS) as weights:
+        with destination.open("wb") as copy:
+            shutil.copyfileobj(weights, copy, COPY_CHUNK_BYTES)
+
+
+def _write_artifact(path: Path, write) -> None:
+    """write(path); a failure (a full disk, say) becomes an error naming the file and the reason."""
+    try:
+        write(path)
+    except OSError as error:
+        raise ArtifactWriteError(f"could not write {path}: {error.strerror or error}") from error
 
 
 def _write_history(rows: list[dict], path: Path) -> None:
@@ -415,11 +432,11 @@ def _train_and_save(spec, dataset, data, model, base, recorder, artifact_dir: Pa
         train(model, base, spec, data, recorder, artifact_dir, features)
     with clock.phase("saving artifacts"):
         _save_model(model, artifact_dir)
-        _write_history(recorder.rows, artifact_dir / "history.csv")
-        (artifact_dir / "labels.json").write_text(json.dumps(dataset.classes))
+        _write_artifact(artifact_dir / "history.csv", lambda path: _write_history(recorder.rows, path))
+        _write_artifact(artifact_dir / "labels.json", lambda path: path.write_text(json.dumps(dataset.classes)))
     train_seconds = clock.seconds["training"] + clock.seconds.get("computing features", 0.0)
     summary = _summary(spec, dataset, model, data, recorder, train_seconds, artifact_dir)
     summary["phase_seconds"] = clock.seconds
     summary["resumed_after_epoch"] = recorder.resumed_after_epoch
-    (artifact_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_artifact(artifact_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
     return summary

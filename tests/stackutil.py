@@ -38,7 +38,7 @@ def healthy(url: str) -> bool:
     """Whether the stack answers its health check."""
     try:
         return requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:  # not listening yet, or too busy starting to answer in time
         return False
 
 

@@ -124,7 +124,9 @@ def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str
     supervisor = Supervisor()
     try:
         if settings.embedded_redis:
-            supervisor.start(embedded_redis_process(settings), essential=True)
+            # Not essential: the embedded Redis keeps nothing the database cannot rebuild. If it dies it
+            # is restarted empty; the workers reconnect and send the queued jobs again (worker/recovery.py).
+            supervisor.start(embedded_redis_process(settings))
             wait_for_redis(embedded_redis_socket(settings.home))
         for spec in worker_processes(gpus, cpu_workers=workers):
             supervisor.start(spec)
