@@ -1,7 +1,11 @@
 """Access control when TLBENCH_TOKEN is set: a bearer token for scripts, a login session for pages.
 
-Without a token (the default, where `tlbench up` listens on 127.0.0.1 only) nothing here applies:
-no login, no CSRF check. With one:
+In every mode, a state-changing request that a browser says comes from another site (its Origin
+is not this server, or Sec-Fetch-Site is not same-origin) is refused: a web page open in the same
+browser must not be able to upload, submit or cancel on a tlbench listening on 127.0.0.1.
+
+Without a token (the default, where `tlbench up` listens on 127.0.0.1 only) nothing else applies:
+no login, no CSRF token. With one:
 - every route but /api/v1/health, /login and the static files needs either the header
   `Authorization: Bearer <token>` or the session cookie that logging in at /login sets;
 - every state-changing request that rides on the session cookie must carry the page's CSRF token
@@ -27,6 +31,7 @@ SESSION_FLAG = "authenticated"
 # Reachable without credentials: the login form, its stylesheet, and the liveness probe.
 OPEN_ENDPOINTS = frozenset({"static", "api.health", "auth.login"})
 API_PREFIX = "/api/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 csrf = CSRFProtect()
 auth = Blueprint("auth", __name__)
@@ -42,6 +47,7 @@ def configure_auth(app: Flask, token: str | None, home: Path) -> None:
     csrf.init_app(app)
     app.register_blueprint(auth)
     app.register_error_handler(CSRFError, csrf_refused)
+    app.before_request(refuse_cross_site_writes)
     if not token:
         return
     app.secret_key = session_secret(home, token)
@@ -96,6 +102,24 @@ def _home_secret(path: Path) -> bytes:
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)  # a copied home may have loosened it
     return path.read_bytes()
+
+
+def refuse_cross_site_writes():
+    """403 for a state change a browser sent on behalf of another site; scripts send neither header."""
+    if request.method in SAFE_METHODS:
+        return None
+    origin = request.headers.get("Origin")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
+        return _cross_site(f"its Origin {origin} is not this server")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return _cross_site(f"the browser says it comes from a {fetch_site} page")
+    return None
+
+
+def _cross_site(problem: str):
+    """The API's error shape with 403."""
+    return jsonify(error=f"cross-site request refused: {problem}", field=None), 403
 
 
 def require_credentials():

@@ -244,6 +244,24 @@ def test_without_a_token_nothing_asks_for_one(client, folder):
     assert client.get("/login").headers["Location"] == "/"
 
 
+@pytest.mark.parametrize("headers, refused", [
+    ({"Origin": "http://evil.example"}, True),  # a page of another site posting to 127.0.0.1
+    ({"Origin": "http://localhost:3000"}, True),  # same host, another port: another origin
+    ({"Sec-Fetch-Site": "cross-site"}, True),
+    ({"Sec-Fetch-Site": "same-site"}, True),
+    ({"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}, False),  # the dashboard's own pages
+    ({}, False),  # curl and the CLI send neither header
+])
+def test_without_a_token_a_browser_write_from_another_site_is_refused(client, folder, headers, refused):
+    before = len(client.get("/api/v1/datasets").json["datasets"])
+    response = client.post("/api/v1/datasets", json={"path": folder}, headers=headers)
+    if refused:
+        assert response.status_code == 403 and response.json["error"].startswith("cross-site request refused")
+        assert len(client.get("/api/v1/datasets").json["datasets"]) == before
+    else:
+        assert response.status_code == 201
+
+
 def test_page_scripts_send_the_csrf_token_with_every_state_change():
     script = (ROOT / "dashboard" / "static" / "tlbench.js").read_text()
     assert 'meta[name="csrf-token"]' in script and '"X-CSRFToken"' in script
