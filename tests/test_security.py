@@ -109,6 +109,13 @@ def test_only_loopback_addresses_go_without_a_token(host, loopback):
     check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN})  # with a token, any address
 
 
+@pytest.mark.parametrize("host, bind", [("127.0.0.1", "127.0.0.1:8000"), ("::1", "[::1]:8000"), ("[::1]", "[::1]:8000")])
+def test_ipv6_addresses_are_bound_in_brackets(host, bind):
+    from tlbench.stack import host_and_port
+
+    assert host_and_port(host, 8000) == bind
+
+
 def test_a_blank_token_is_no_token():
     with pytest.raises(RuntimeError, match="TLBENCH_TOKEN"):
         check_exposure("0.0.0.0", environ={"TLBENCH_TOKEN": "  "})

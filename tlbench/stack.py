@@ -74,9 +74,14 @@ def wait_for_redis(socket: Path, timeout: float = REDIS_START_SECONDS) -> None:
             time.sleep(0.1)
 
 
+def host_and_port(host: str, port: int) -> str:
+    """host:port, with an IPv6 address in brackets as URLs and gunicorn's --bind want it."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def web_process(host: str, port: int, web_workers: int) -> ProcessSpec:
     """gunicorn with threaded workers, so pages that poll or stream don't starve each other."""
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
+    argv = [sys.executable, "-m", "gunicorn", "--bind", host_and_port(host, port), "--workers", str(web_workers),
             "--worker-class", "gthread", "--threads", str(WEB_THREADS), "--access-logfile", "-",
             "--access-logformat", ACCESS_LOG_FORMAT, "dashboard.wsgi:app"]
     return ProcessSpec(name="web", argv=argv, env={})
@@ -134,5 +139,5 @@ def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str
     except BaseException:
         supervisor.stop_all()
         raise
-    print(f"tlbench is running at http://{host}:{port}  (home: {settings.home}; Ctrl-C stops it)", flush=True)
+    print(f"tlbench is running at http://{host_and_port(host, port)}  (home: {settings.home}; Ctrl-C stops it)", flush=True)
     return supervisor.run_until_stopped()
