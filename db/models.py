@@ -63,6 +63,8 @@ class JobStatus(str, enum.Enum):
 
 
 FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# The pool every training worker serves (its Celery queue has the same name).
+DEFAULT_POOL = "default"
 
 
 class Dataset(Base):
@@ -130,6 +132,8 @@ class Job(Base):
         index=True,
     )
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # The worker pool (a Celery queue) the job runs on; "default" is served by every training worker.
+    pool: Mapped[str] = mapped_column(String(64), default=DEFAULT_POOL, server_default=DEFAULT_POOL)
     worker: Mapped[str | None] = mapped_column(String(200))
     phase: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -180,6 +184,9 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The latest device and system figures (GPU utilisation and memory where NVML is available,
+    # CPU and RAM), refreshed with each heartbeat; None until the first.
+    metrics: Mapped[dict | None] = mapped_column(JSON)
 
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "images_per_second")
