@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench soak clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: setup
 # tlbench's five-backbone benchmark against the seed recipe in plain Keras; see docs/performance.md.
 bench: setup
 	$(BIN)/python -m bench.run
+
+# 50 small jobs through two workers while five random worker kills land mid-job; see docs/reliability.md.
+soak: setup
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache
