@@ -2,6 +2,12 @@
 
 Every write a worker makes names the attempt it belongs to: the database decides which
 attempt owns a job, so a stale attempt can no longer change it.
+
+An operation that reads a job and then changes it locks the job's row as it reads it (`_lock`:
+SELECT ... FOR NO KEY UPDATE on PostgreSQL, where transactions run at READ COMMITTED). Two
+workers claiming one job then take turns, and the second sees it running. On SQLite every
+transaction already holds the write lock from its start (BEGIN IMMEDIATE), and FOR UPDATE is not
+emitted.
 """
 from __future__ import annotations
 
@@ -25,9 +31,14 @@ class Conflict(ValueError):
     """The request does not fit the row's current state (cancelling a finished job, say)."""
 
 
-def get_existing(session: Session, model, row_id: int):
-    """Fetch one row by primary key or raise NotFound naming it."""
-    row = session.get(model, row_id)
+def _lock(session: Session, model, row_id: int):
+    """Read one row by primary key, locked until the transaction ends; None when it does not exist."""
+    return session.get(model, row_id, with_for_update={"key_share": True}, populate_existing=True)
+
+
+def get_existing(session: Session, model, row_id: int, lock: bool = False):
+    """Fetch one row by primary key (locked for a change when `lock`) or raise NotFound naming it."""
+    row = _lock(session, model, row_id) if lock else session.get(model, row_id)
     if row is None:
         raise NotFound(f"{model.__tablename__[:-1]} {row_id} not found")
     return row
@@ -73,17 +84,9 @@ def job_epochs(session: Session, job_id: int) -> list[Epoch]:
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
-    """Mark a job running for a new attempt; None when it is not this worker's to take.
-
-    A worker takes a queued job, or a running job it holds itself: a training worker runs one job
-    at a time, so a job it holds and is handed again was held by a process that died (Celery hands
-    the message of a killed child back to the queue).
-    """
+    """Mark a queued job running for a new attempt; None when it is not queued (cancelled, taken, gone)."""
     job = session.get(Job, job_id)
-    if job is None:
-        return None
-    held_by_dead_child = job.status is JobStatus.RUNNING and job.worker == worker
-    if job.status is not JobStatus.QUEUED and not held_by_dead_child:
+    if job is None or job.status is not JobStatus.QUEUED:
         return None
     now = utcnow()
     job.status, job.worker, job.attempt = JobStatus.RUNNING, worker, job.attempt + 1
@@ -93,8 +96,8 @@ def claim_job(session: Session, job_id: int, worker: str) -> int | None:
 
 
 def _owned_job(session: Session, job_id: int, attempt: int) -> Job | None:
-    """The job if this attempt still owns it (it is running under that attempt number)."""
-    job = session.get(Job, job_id)
+    """The job, locked, if this attempt still owns it (it is running under that attempt number)."""
+    job = _lock(session, Job, job_id)
     if job is None or job.attempt != attempt or job.status is not JobStatus.RUNNING:
         return None
     return job
@@ -127,6 +130,11 @@ def resume_epochs(session: Session, job_id: int, attempt: int, rows: list[dict])
     return True
 
 
+def _locked(query):
+    """The jobs a query selects, locked in id order (so two recoveries never wait on each other in a circle)."""
+    return query.order_by(Job.id).with_for_update(key_share=True).execution_options(populate_existing=True)
+
+
 def _requeue(session: Session, jobs: list[Job], reason: str) -> list[int]:
     """Put running jobs back in the queue (their next attempt resumes from the checkpoint)."""
     for job in jobs:
@@ -136,15 +144,19 @@ def _requeue(session: Session, jobs: list[Job], reason: str) -> list[int]:
 
 def requeue_lost_jobs(session: Session, lost_after: timedelta) -> list[int]:
     """Re-queue running jobs whose attempt has not beaten for lost_after: their process is gone."""
-    stale = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING,
-                                              Job.heartbeat_at < utcnow() - lost_after))
+    stale = session.scalars(_locked(select(Job).where(Job.status == JobStatus.RUNNING,
+                                                      Job.heartbeat_at < utcnow() - lost_after)))
     return _requeue(session, list(stale), "re-queued: its worker stopped answering")
 
 
 def requeue_jobs_held_by(session: Session, worker: str) -> list[int]:
-    """Re-queue the running jobs of a worker that is just starting: it runs nothing yet, so they died with it."""
-    held = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.worker == worker))
-    return _requeue(session, list(held), "re-queued: its worker restarted")
+    """Re-queue the running jobs of a worker that starts, or starts a job: they died with its earlier process.
+
+    A training worker runs one job at a time under a name no other live worker has, so any job still
+    running under its name at those moments belongs to a process that is gone.
+    """
+    held = session.scalars(_locked(select(Job).where(Job.status == JobStatus.RUNNING, Job.worker == worker)))
+    return _requeue(session, list(held), "re-queued: its worker's process died")
 
 
 def queued_job_ids(session: Session) -> list[int]:
@@ -215,7 +227,7 @@ def benchmark_epochs(session: Session, benchmark_id: int) -> list[tuple[Job, lis
 
 def request_cancel(session: Session, job_id: int) -> Job:
     """Cancel a queued job at once, or ask a running one to stop after its current epoch."""
-    job = get_existing(session, Job, job_id)
+    job = get_existing(session, Job, job_id, lock=True)
     if job.status in FINISHED_STATUSES:
         raise Conflict(f"job {job_id} has already {job.status.value}")
     job.cancel_requested = True
@@ -226,7 +238,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
 
 def reset_for_retry(session: Session, job_id: int) -> Job:
     """Put a failed or cancelled job back in the queue, its old epochs and results cleared."""
-    job = get_existing(session, Job, job_id)
+    job = get_existing(session, Job, job_id, lock=True)
     if job.status not in RETRYABLE_STATUSES:
         raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
     session.execute(delete(Epoch).where(Epoch.job_id == job_id))

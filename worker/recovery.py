@@ -27,11 +27,13 @@ BROKER_MARKER = "tlbench:broker-keeps-messages"
 
 
 def send_again(app: Celery, job_ids: list[int], why: str) -> None:
-    """Enqueue each job again."""
+    """Enqueue each job again, with one log line for all of them."""
     from worker.celery_app import enqueue_training  # celery_app imports this package's registry
 
+    if job_ids:
+        log.warning("%s; sending job%s %s to the queue again", why, "s" if len(job_ids) > 1 else "",
+                    ", ".join(map(str, job_ids)))
     for job_id in job_ids:
-        log.warning("job %s: %s; sending it to the queue again", job_id, why)
         enqueue_training(app, job_id)
 
 
@@ -49,6 +51,9 @@ def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float
     with database.transaction() as session:
         silent = ops.requeue_lost_jobs(session, timedelta(seconds=lost_after_seconds))
         queued = ops.queued_job_ids(session) if broker_lost_messages else []
-    send_again(app, silent, "its heartbeat stopped")
-    send_again(app, [job_id for job_id in queued if job_id not in silent], "the broker restarted empty")
+    send_again(app, silent, "their heartbeat stopped")
+    # On a broker that just started, nothing tells lost messages from ones never sent: a queued job
+    # may now have two messages, and the second finds it taken and is dropped.
+    send_again(app, [job_id for job_id in queued if job_id not in silent],
+               "the broker holds nothing sent before it (re)started")
     return sorted(set(silent) | set(queued))

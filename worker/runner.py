@@ -11,11 +11,14 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from celery import Celery
+
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
 from db.settings import Settings, load_settings
 from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
+from worker.recovery import send_again
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +90,19 @@ def heartbeat_thread(reporter: DatabaseReporter, interval: float = HEARTBEAT_SEC
         thread.join()
 
 
-def run_job_by_id(job_id: int, worker_name: str, settings: Settings | None = None) -> None:
-    """Claim and run one job; any error ends it `failed` with its traceback, never the worker."""
+def run_job_by_id(job_id: int, worker_name: str, app: Celery, settings: Settings | None = None) -> None:
+    """Claim and run one job; any error ends it `failed` with its traceback, never the worker.
+
+    Jobs still running under this worker's name died with an earlier process of it (a killed pool
+    child, say): they go back to the queue first, and this job, if it was one of them, is taken again.
+    """
     settings = settings or load_settings()
     database = Database(settings.database_url)
     try:
         with database.transaction() as session:
+            orphans = ops.requeue_jobs_held_by(session, worker_name)
             attempt = ops.claim_job(session, job_id, worker_name)
+        send_again(app, [orphan for orphan in orphans if orphan != job_id], f"its process on {worker_name} died")
         if attempt is None:
             log.info("job %s is not queued any more; skipping", job_id)
             return

@@ -11,7 +11,7 @@ from worker.runner import run_job_by_id
 @celery_app.task(name=TRAIN_TASK, bind=True)
 def train_job(self, job_id: int) -> None:
     """Train one job; its state lives in the database, not in Celery's result backend."""
-    run_job_by_id(job_id, worker_name=self.request.hostname)
+    run_job_by_id(job_id, worker_name=self.request.hostname, app=self.app)
 
 
 @celery_app.task(name=PREDICT_TASK, ignore_result=False, acks_late=False)
