@@ -85,7 +85,7 @@ def job_epochs(session: Session, job_id: int) -> list[Epoch]:
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
     """Mark a queued job running for a new attempt; None when it is not queued (cancelled, taken, gone)."""
-    job = session.get(Job, job_id)
+    job = _lock(session, Job, job_id)
     if job is None or job.status is not JobStatus.QUEUED:
         return None
     now = utcnow()

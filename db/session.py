@@ -1,32 +1,59 @@
-"""Engine and transactions: SQLite tuned for several processes, or PostgreSQL."""
+"""Engine and transactions: SQLite tuned for several processes, or PostgreSQL (docs/database.md)."""
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from db.models import Base
-
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The PostgreSQL driver tlbench ships (psycopg 3); plain postgresql:// URLs are given to it.
+POSTGRES_DRIVER = "postgresql+psycopg"
+
+
+def normalize_url(url: str) -> str:
+    """The URL SQLAlchemy should open: postgresql:// and postgres:// mean psycopg 3, not psycopg2."""
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in ("postgresql", "postgres"):
+        return f"{POSTGRES_DRIVER}://{rest}"
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    return make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether a database URL names a SQLite database."""
+    return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 
 
 class Database:
     """One engine per process; create it after a fork, never before (pooled connections can't cross one)."""
 
     def __init__(self, url: str):
-        self.url = url
-        self.engine = make_engine(url)
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
 
     def create_tables(self) -> None:
-        """Create missing tables; harmless when they exist."""
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (creating it on an empty database); harmless when it is."""
+        from db.migrate import upgrade
+
+        upgrade(self.url)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One short transaction: commit on success, roll back on any error."""
+        """One short transaction: commit on success, roll back on any error.
+
+        On SQLite it holds the database's write lock from its start (BEGIN IMMEDIATE); on PostgreSQL
+        it runs at READ COMMITTED, and operations that read a row and then change it lock that row
+        first (SELECT ... FOR NO KEY UPDATE, see db/operations.py).
+        """
         with Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
@@ -43,12 +70,29 @@ class Database:
 
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a long busy timeout, foreign keys and BEGIN IMMEDIATE."""
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    url = normalize_url(url)
+    if not is_sqlite(url):
+        return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_serializer=dumps_json)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+def dumps_json(value) -> str:
+    """JSON for a JSON column, with NaN and infinities as null: PostgreSQL refuses them, and so do browsers."""
+    return json.dumps(_finite(value))
+
+
+def _finite(value):
+    """The value with every non-finite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _configure_sqlite_connection(dbapi_connection, _connection_record) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real embedded Redis, a temporary home, the app and its test client."""
+"""Shared fixtures: a real embedded Redis, a temporary home, the app and its test client, and the
+databases (SQLite and PostgreSQL) that database tests and the whole stack run on."""
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from db.session import Database
 from db.settings import load_settings
+from dbutil import BACKENDS, connect_postgres, sqlite_url
 from stackutil import running_stack
 from tlbench.stack import wait_for_redis
 
@@ -63,9 +66,39 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """The PostgreSQL server of this run; fails (never skips) when it does not answer. Its databases go at the end."""
+    server = connect_postgres()
+    yield server
+    server.drop_all()
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The whole stack (`tlbench up`: embedded Redis, one worker, gunicorn) on a fresh home, per module."""
-    with running_stack(tmp_path_factory.mktemp("home")) as running:
+
+def empty_database_url(request, backend: str, folder: Path) -> str:
+    """A new, empty database of one backend: a SQLite file in `folder`, or a fresh PostgreSQL database."""
+    return sqlite_url(folder) if backend == "sqlite" else request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path) -> str:
+    """An empty database, once on SQLite and once on PostgreSQL."""
+    return empty_database_url(request, request.param, tmp_path)
+
+
+@pytest.fixture
+def database(database_url):
+    """A Database at the newest schema, on each backend."""
+    database = Database(database_url)
+    database.create_tables()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request, tmp_path_factory):
+    """The whole stack (`tlbench up`: embedded Redis, one worker, gunicorn) on a fresh home, per module;
+    once with its default SQLite database and once with DATABASE_URL naming a fresh PostgreSQL one."""
+    home = tmp_path_factory.mktemp("home")
+    database_url = None if request.param == "sqlite" else empty_database_url(request, request.param, home)
+    with running_stack(home, database_url=database_url) as running:
         yield running

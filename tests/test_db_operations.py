@@ -1,20 +1,14 @@
-"""Database operations: claiming, idempotent epoch rows, attempt ownership, derived status."""
+"""Database operations: claiming, idempotent epoch rows, attempt ownership, derived status.
+
+Each test runs on SQLite and on PostgreSQL (the `database` fixture of conftest.py)."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 
 from db import operations as ops
 from db.models import Epoch, Job, JobStatus
-from db.session import Database
-
-
-@pytest.fixture
-def database(tmp_path):
-    """A fresh SQLite database."""
-    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
-    database.create_tables()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -93,3 +87,41 @@ def test_epochs_done_counts_the_highest_epoch(database, job_ids):
             ops.record_epoch(session, job_ids[0], attempt, epoch, {"loss": 1.0})
     with database.transaction() as session:
         assert ops.epochs_done(session, job_ids) == {job_ids[0]: 3, job_ids[1]: 0}
+
+
+def test_two_workers_claiming_one_job_at_once_get_one_attempt(database, job_ids):
+    # Each claim runs in its own thread and transaction, and each waits (up to hold_seconds) for the
+    # other to have claimed too before committing. Unless the claim locks the row it reads, both read
+    # "queued" and both commit an attempt; with the lock the second waits, then finds the job running.
+    hold_seconds = 1.0
+    both_claimed = threading.Barrier(2)
+    attempts: dict[str, int | None] = {}
+
+    def claim_and_hold(worker: str) -> None:
+        with database.transaction() as session:
+            attempts[worker] = ops.claim_job(session, job_ids[0], worker)
+            try:
+                both_claimed.wait(timeout=hold_seconds)
+            except threading.BrokenBarrierError:
+                pass  # the other claim is waiting for this transaction's lock
+
+    threads = [threading.Thread(target=claim_and_hold, args=(worker,)) for worker in ("w1", "w2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(attempts.values(), key=str) == [1, None], attempts
+    winner = next(worker for worker, attempt in attempts.items() if attempt == 1)
+    with database.transaction() as session:
+        job = session.get(Job, job_ids[0])
+        assert (job.status, job.worker, job.attempt) == (JobStatus.RUNNING, winner, 1)
+
+
+def test_json_columns_store_nan_and_infinity_as_null(database, job_ids):
+    attempt = claim(database, job_ids[0])
+    summary = {"best_val_accuracy": float("nan"), "history": [1.0, float("inf")], "epochs_run": 2}
+    with database.transaction() as session:
+        assert ops.finish_job(session, job_ids[0], attempt, JobStatus.SUCCEEDED, summary=summary)
+    with database.transaction() as session:
+        assert session.get(Job, job_ids[0]).summary == {"best_val_accuracy": None, "history": [1.0, None],
+                                                        "epochs_run": 2}

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import redis
 from filelock import FileLock, Timeout
+from sqlalchemy.exc import OperationalError
 
 from dashboard.auth import TOKEN_ENV, configured_token
 from dashboard.dataset_registry import dataset_fields
 from db import operations as ops
-from db.session import Database
+from db.migrate import upgrade
+from db.session import Database, shown_url
 from db.settings import Settings, embedded_redis_socket, ensure_folders
 from jobs.datasets import scan_dataset
 from jobs.sample import write_sample_dataset
@@ -87,6 +89,10 @@ def web_process(host: str, port: int, web_workers: int) -> ProcessSpec:
     return ProcessSpec(name="web", argv=argv, env={})
 
 
+class DatabaseUnreachable(RuntimeError):
+    """The database of DATABASE_URL (or the home's SQLite file) cannot be opened or migrated."""
+
+
 class HomeInUse(RuntimeError):
     """Another `tlbench up` already runs on this home (its Redis socket and database)."""
 
@@ -104,11 +110,15 @@ def ensure_sample_dataset(settings: Settings, database: Database) -> None:
 
 
 def prepare_state(settings: Settings) -> Database:
-    """Create the state folders and the tables once, before several processes race to use them."""
+    """Create the state folders and bring the database to the newest schema (Alembic migrations),
+    before the processes that use it start; several `tlbench up`/`worker` may do it at once."""
     ensure_folders(settings)
-    database = Database(settings.database_url)
-    database.create_tables()
-    return database
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as error:
+        raise DatabaseUnreachable(f"cannot use the database {shown_url(settings.database_url)}: "
+                                  f"{str(error.orig).strip()}") from None
+    return Database(settings.database_url)
 
 
 def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2) -> int:

@@ -1,0 +1,1 @@
+"""Alembic migrations of tlbench's schema; applied by db.migrate.upgrade (see docs/database.md)."""
