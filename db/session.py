@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +13,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+WAL_SWITCH_RETRY_SECONDS = 0.01
 # The PostgreSQL driver tlbench ships (psycopg 3); plain postgresql:// URLs are given to it.
 POSTGRES_DRIVER = "postgresql+psycopg"
 
@@ -101,11 +104,28 @@ def _configure_sqlite_connection(dbapi_connection, _connection_record) -> None:
     # transaction that reads then writes fails with SQLITE_BUSY without waiting.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _switch_to_wal(cursor) -> None:
+    """Put the database in WAL mode, waiting as long as the busy timeout for other connections.
+
+    On a new database file the switch fails at once with "database is locked", whatever the busy
+    timeout, while another process holds a lock on it (two processes migrating a new file at once).
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_SECONDS)
 
 
 def _begin_immediate(connection) -> None:

@@ -4,8 +4,10 @@ migrating one empty database at once."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,3 +153,21 @@ def test_the_alembic_command_line_finds_no_change_to_make(tmp_path):
                                 timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
     assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+def test_a_new_sqlite_file_locked_by_another_connection_is_waited_for(tmp_path):
+    # What two processes migrating a new file at once meet: while one holds the write lock of a file
+    # not yet in WAL mode, switching the other's connection to WAL fails at once, whatever the busy
+    # timeout; db.session retries the switch until the busy timeout.
+    path = tmp_path / "tlbench.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE earlier (id INTEGER)")
+    threading.Timer(0.3, writer.execute, args=("COMMIT",)).start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        engine.dispose()
+        writer.close()
