@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench soak clean
+.PHONY: setup run test bench soak bench-scale clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ bench: setup
 # 50 small jobs through two workers while five random worker kills land mid-job; see docs/reliability.md.
 soak: setup
 	$(BIN)/python -m bench.soak
+
+# The same 8 small jobs on one CPU worker, then on two (a second `tlbench worker`); see docs/operations.md.
+bench-scale: setup
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache

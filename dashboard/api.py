@@ -205,12 +205,12 @@ def submit_benchmark(body: BenchmarkRequest):
             raise BadRequest(f"dataset: dataset {body.dataset} not found", "dataset")
         name = body.name or f"{dataset.name}: {', '.join(body.backbones)}"
         benchmark = ops.create_benchmark(session, name=name, dataset_id=dataset.id,
-                                         config=body.model_dump(), specs=body.job_specs())
+                                         config=body.model_dump(), specs=body.job_specs(), pool=body.pool)
         jobs = [{"id": job.id, "backbone": job.backbone, "status": job.status.value} for job in benchmark.jobs]
     # Enqueue only after the commit, so a worker never looks for a row that isn't there yet.
     for job in jobs:
-        enqueue_training(celery(), job["id"])
-    return jsonify(id=benchmark.id, jobs=jobs), 201
+        enqueue_training(celery(), job["id"], body.pool)
+    return jsonify(id=benchmark.id, pool=body.pool, jobs=jobs), 201
 
 
 @api.get("/benchmarks")
@@ -291,14 +291,14 @@ def retry_job(job_id: int):
     with database().transaction() as session:
         job = ops.reset_for_retry(session, job_id)
         shown = job_json(job, 0, detail=True)
-    enqueue_training(celery(), job_id)
+    enqueue_training(celery(), job_id, job.pool)
     return jsonify(shown), 202
 
 
 @api.get("/workers")
-@documented(responses={200: "Every worker that registered, with its status and current job"})
+@documented(responses={200: "Every worker that registered: pools, status, current job and metrics"})
 def list_workers():
-    """List the workers: name, host, device, status, current job, last heartbeat."""
+    """List the workers: name, host, device, pools, status, current job, metrics, last heartbeat."""
     with database().transaction() as session:
         return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session)])
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from db.models import EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, Worker
-from db.operations import worker_is_online
+from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, Worker
+from db.operations import worker_status
+from worker.celery_app import PREDICT_QUEUE
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -35,6 +36,7 @@ def job_json(job: Job, epochs_done: int, detail: bool = False) -> dict:
         "benchmark_id": job.benchmark_id,
         "backbone": job.backbone,
         "status": job.status.value,
+        "pool": job.pool,
         "attempt": job.attempt,
         "worker": job.worker,
         "phase": job.phase,
@@ -70,6 +72,7 @@ def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], detail: bo
         "status": benchmark.status.value,
         "dataset": {"id": benchmark.dataset.id, "name": benchmark.dataset.name},
         "backbones": [job.backbone for job in benchmark.jobs],
+        "pool": benchmark.config.get("pool", DEFAULT_POOL),
         "leader": leader(benchmark),
         "created_at": iso(benchmark.created_at),
         "jobs": [job_json(job, epochs_done.get(job.id, 0)) for job in benchmark.jobs],
@@ -86,16 +89,22 @@ def epoch_json(epoch: Epoch) -> dict:
 
 
 def worker_json(worker: Worker, current_job: Job | None) -> dict:
-    """A worker with its liveness and the job it is running."""
+    """A worker with its pools, liveness, the job it is running and its latest metrics."""
+    predicts = PREDICT_QUEUE in worker.queues
     return {
         "name": worker.name,
         "host": worker.host,
+        "role": "predict" if predicts else "training",
         "device": worker.device,
         "memory_bytes": worker.memory_bytes,
+        "pools": [] if predicts else worker.queues,
         "queues": worker.queues,
-        "status": "online" if worker_is_online(worker) else "offline",
+        "status": worker_status(worker),
         "current_job": {"id": current_job.id, "backbone": current_job.backbone,
-                        "benchmark_id": current_job.benchmark_id} if current_job else None,
+                        "benchmark_id": current_job.benchmark_id,
+                        "benchmark": current_job.benchmark.name} if current_job else None,
+        "metrics": worker.metrics,
         "started_at": iso(worker.started_at),
         "heartbeat_at": iso(worker.heartbeat_at),
+        "stopped_at": iso(worker.stopped_at),
     }

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from db.models import DEFAULT_POOL
 from jobs.backbones import BACKBONES, SEED_BACKBONES, get_backbone
+from worker.celery_app import POOL_NAME, pool_name_problem
 
 SPECIAL_WEIGHTS = ("imagenet", "none")
 
@@ -48,6 +50,19 @@ class BenchmarkRequest(RequestModel):
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     mixed_precision: bool | None = Field(
         default=None, description="bfloat16 compute; default (null): on where the worker has a GPU or TPU")
+    pool: str = Field(
+        default=DEFAULT_POOL, json_schema_extra={"pattern": POOL_NAME.pattern, "not": {"const": "predict"}},
+        description="The worker pool whose workers may run the jobs (`tlbench worker --pool NAME`); every "
+                    "worker serves the pool default")
+
+    @field_validator("pool")
+    @classmethod
+    def pool_name(cls, pool: str) -> str:
+        """A name a pool (a Celery queue) can have; the prediction queue is not one."""
+        problem = pool_name_problem(pool)
+        if problem:
+            raise ValueError(problem)
+        return pool
 
     @field_validator("backbones")
     @classmethod
@@ -90,7 +105,7 @@ class BenchmarkRequest(RequestModel):
 
     def job_specs(self) -> list[dict]:
         """One job spec (jobs.spec.JobSpec fields) per backbone, sharing everything but size."""
-        shared = self.model_dump(exclude={"name", "dataset", "backbones", "image_size"})
+        shared = self.model_dump(exclude={"name", "dataset", "backbones", "image_size", "pool"})
         return [{**shared, "backbone": name, "image_size": self.size_for(name)} for name in self.backbones]
 
 

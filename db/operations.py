@@ -12,15 +12,34 @@ emitted.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import EPOCH_METRICS, FINISHED_STATUSES, Benchmark, Dataset, Epoch, Job, JobStatus, Worker, utcnow
+from db.models import (
+    DEFAULT_POOL,
+    EPOCH_METRICS,
+    FINISHED_STATUSES,
+    Benchmark,
+    Dataset,
+    Epoch,
+    Job,
+    JobStatus,
+    Worker,
+    utcnow,
+)
 
 # A worker that has not beaten for this long is shown offline.
 WORKER_OFFLINE_AFTER = timedelta(seconds=30)
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class QueuedJob(NamedTuple):
+    """A job to send to the broker (again): its id and the pool whose queue it goes to."""
+
+    id: int
+    pool: str
 
 
 class NotFound(LookupError):
@@ -62,10 +81,11 @@ def sample_dataset(session: Session) -> Dataset | None:
     return session.scalar(select(Dataset).where(Dataset.sample.is_(True)).order_by(Dataset.id).limit(1))
 
 
-def create_benchmark(session: Session, *, name: str, dataset_id: int, config: dict, specs: list[dict]) -> Benchmark:
-    """Insert a benchmark and one queued job per spec (each spec names its backbone)."""
+def create_benchmark(session: Session, *, name: str, dataset_id: int, config: dict, specs: list[dict],
+                     pool: str = DEFAULT_POOL) -> Benchmark:
+    """Insert a benchmark and one queued job per spec (each spec names its backbone), all in one pool."""
     benchmark = Benchmark(name=name, dataset_id=dataset_id, config=config)
-    benchmark.jobs = [Job(backbone=spec["backbone"], spec=spec, status=JobStatus.QUEUED) for spec in specs]
+    benchmark.jobs = [Job(backbone=spec["backbone"], spec=spec, status=JobStatus.QUEUED, pool=pool) for spec in specs]
     session.add(benchmark)
     session.flush()
     return benchmark
@@ -135,21 +155,21 @@ def _locked(query):
     return query.order_by(Job.id).with_for_update(key_share=True).execution_options(populate_existing=True)
 
 
-def _requeue(session: Session, jobs: list[Job], reason: str) -> list[int]:
+def _requeue(session: Session, jobs: list[Job], reason: str) -> list[QueuedJob]:
     """Put running jobs back in the queue (their next attempt resumes from the checkpoint)."""
     for job in jobs:
         job.status, job.phase = JobStatus.QUEUED, reason
-    return [job.id for job in jobs]
+    return [QueuedJob(job.id, job.pool) for job in jobs]
 
 
-def requeue_lost_jobs(session: Session, lost_after: timedelta) -> list[int]:
+def requeue_lost_jobs(session: Session, lost_after: timedelta) -> list[QueuedJob]:
     """Re-queue running jobs whose attempt has not beaten for lost_after: their process is gone."""
     stale = session.scalars(_locked(select(Job).where(Job.status == JobStatus.RUNNING,
                                                       Job.heartbeat_at < utcnow() - lost_after)))
     return _requeue(session, list(stale), "re-queued: its worker stopped answering")
 
 
-def requeue_jobs_held_by(session: Session, worker: str) -> list[int]:
+def requeue_jobs_held_by(session: Session, worker: str) -> list[QueuedJob]:
     """Re-queue the running jobs of a worker that starts, or starts a job: they died with its earlier process.
 
     A training worker runs one job at a time under a name no other live worker has, so any job still
@@ -159,9 +179,10 @@ def requeue_jobs_held_by(session: Session, worker: str) -> list[int]:
     return _requeue(session, list(held), "re-queued: its worker's process died")
 
 
-def queued_job_ids(session: Session) -> list[int]:
-    """Every queued job, oldest first (to put back on a broker that lost its messages)."""
-    return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id)))
+def queued_jobs(session: Session) -> list[QueuedJob]:
+    """Every queued job with its pool, oldest first (to put back on a broker that lost its messages)."""
+    rows = session.execute(select(Job.id, Job.pool).where(Job.status == JobStatus.QUEUED).order_by(Job.id))
+    return [QueuedJob(job_id, pool) for job_id, pool in rows]
 
 
 def _finite_or_none(value) -> float | None:
@@ -249,19 +270,22 @@ def reset_for_retry(session: Session, job_id: int) -> Job:
 
 
 def register_worker(session: Session, name: str, host: str, device: str, memory_bytes: int | None,
-                    queues: list[str]) -> None:
-    """Record a worker that just started (or started again under the same name)."""
+                    queues: list[str], metrics: dict | None = None) -> None:
+    """Record a worker that just started (or started again under the same name), with its first metrics."""
     worker = session.scalar(select(Worker).where(Worker.name == name)) or Worker(name=name)
     now = utcnow()
     worker.host, worker.device, worker.memory_bytes, worker.queues = host, device, memory_bytes, queues
     worker.started_at = worker.heartbeat_at = now
-    worker.stopped_at = None
+    worker.stopped_at, worker.metrics = None, metrics
     session.add(worker)
 
 
-def worker_heartbeat(session: Session, name: str) -> None:
-    """Say the worker is alive."""
-    session.execute(update(Worker).where(Worker.name == name).values(heartbeat_at=utcnow()))
+def worker_heartbeat(session: Session, name: str, metrics: dict | None = None) -> None:
+    """Say the worker is alive; store its latest metrics when it measured them."""
+    values = {"heartbeat_at": utcnow()}
+    if metrics is not None:
+        values["metrics"] = metrics
+    session.execute(update(Worker).where(Worker.name == name).values(**values))
 
 
 def worker_stopped(session: Session, name: str) -> None:
@@ -269,12 +293,15 @@ def worker_stopped(session: Session, name: str) -> None:
     session.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
 
 
-def worker_is_online(worker: Worker) -> bool:
-    """Started, not stopped, and beating recently."""
-    return worker.stopped_at is None and utcnow() - worker.heartbeat_at < WORKER_OFFLINE_AFTER
+def worker_status(worker: Worker) -> str:
+    """"stopped" after a clean shutdown, "offline" when silent for WORKER_OFFLINE_AFTER, else "online"."""
+    if worker.stopped_at is not None:
+        return "stopped"
+    return "online" if utcnow() - worker.heartbeat_at < WORKER_OFFLINE_AFTER else "offline"
 
 
 def list_workers(session: Session) -> list[tuple[Worker, Job | None]]:
-    """Every known worker with the job it is running, if any."""
-    running = {job.worker: job for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING))}
+    """Every known worker with the job it is running (and that job's benchmark), if any."""
+    running_jobs = select(Job).where(Job.status == JobStatus.RUNNING).options(selectinload(Job.benchmark))
+    running = {job.worker: job for job in session.scalars(running_jobs)}
     return [(worker, running.get(worker.name)) for worker in session.scalars(select(Worker).order_by(Worker.name))]

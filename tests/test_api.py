@@ -1,6 +1,7 @@
 """The JSON API: datasets, benchmark submission, artifacts, OpenAPI. Refusals: test_bad_input.py."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -16,6 +17,12 @@ def upload(client, payload: bytes, filename: str = "faces.zip"):
     """POST a zip to /api/v1/datasets."""
     return client.post("/api/v1/datasets", data={"file": (io.BytesIO(payload), filename)},
                        content_type="multipart/form-data")
+
+
+def queued_job_ids(redis_client, queue: str) -> list[int]:
+    """The job ids of the training messages waiting in one queue (a pool's)."""
+    messages = [json.loads(raw) for raw in redis_client.lrange(queue, 0, -1)]
+    return sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in messages)
 
 
 @pytest.fixture
@@ -55,9 +62,7 @@ def test_submit_creates_queued_jobs_and_enqueues_only_their_ids(client, dataset_
     assert response.status_code == 201, response.json
     jobs = response.json["jobs"]
     assert [(job["backbone"], job["status"]) for job in jobs] == [("VGG16", "queued"), ("ResNet50", "queued")]
-    messages = [json.loads(raw) for raw in redis_client.lrange(TRAIN_QUEUE, 0, -1)]
-    assert sorted(json.loads(__import__("base64").b64decode(m["body"]))[0] for m in messages) == \
-        sorted([[job["id"]] for job in jobs])
+    assert queued_job_ids(redis_client, TRAIN_QUEUE) == sorted(job["id"] for job in jobs)  # only their ids
     benchmark = client.get(f"/api/v1/benchmarks/{response.json['id']}").json
     assert benchmark["status"] == "queued"
     assert {job["backbone"]: job["image_size"] for job in benchmark["jobs"]} == {"VGG16": 32, "ResNet50": 40}
@@ -107,6 +112,9 @@ def test_openapi_describes_every_api_route_and_is_valid(client, app):
     api_rules = {rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1")}
     assert len(document["paths"]) == len(api_rules)
     assert "BenchmarkRequest" in document["components"]["schemas"]
+    pool = document["components"]["schemas"]["BenchmarkRequest"]["properties"]["pool"]
+    assert (pool["default"], pool["pattern"], pool["not"]) == ("default", "^[a-z0-9][a-z0-9_-]{0,39}$",
+                                                              {"const": "predict"})
     assert document["paths"]["/api/v1/jobs/{job_id}"]["get"]["parameters"][0]["schema"] == {"type": "integer"}
 
 
@@ -147,6 +155,58 @@ def test_retry_requeues_a_cancelled_job_and_enqueues_it(client, dataset_id, redi
     assert response.status_code == 202
     assert (response.json["status"], response.json["cancel_requested"]) == ("queued", False)
     assert redis_client.llen(TRAIN_QUEUE) == 1
+
+
+def test_a_benchmark_for_a_pool_queues_its_jobs_there_and_retries_go_back_to_it(client, dataset_id, redis_client):
+    created = submit(client, dataset_id, backbones=["VGG16", "VGG19"], pool="a100")
+    job_ids = [job["id"] for job in created["jobs"]]
+    assert created["pool"] == "a100"
+    assert queued_job_ids(redis_client, "a100") == job_ids and redis_client.llen(TRAIN_QUEUE) == 0
+    benchmark = client.get(f"/api/v1/benchmarks/{created['id']}").json
+    assert benchmark["pool"] == benchmark["config"]["pool"] == "a100"
+    assert [job["pool"] for job in benchmark["jobs"]] == ["a100", "a100"]
+    assert client.get(f"/api/v1/jobs/{job_ids[0]}").json["pool"] == "a100"
+    assert "pool" not in client.get(f"/api/v1/jobs/{job_ids[0]}").json["spec"]  # not a training setting
+
+    redis_client.delete("a100")
+    client.post(f"/api/v1/jobs/{job_ids[0]}/cancel")
+    assert client.post(f"/api/v1/jobs/{job_ids[0]}/retry").status_code == 202
+    assert queued_job_ids(redis_client, "a100") == [job_ids[0]]
+
+
+def test_without_a_pool_jobs_go_to_the_default_pool(client, dataset_id, redis_client):
+    created = submit(client, dataset_id)
+    assert created["pool"] == "default" and TRAIN_QUEUE == "default"
+    assert queued_job_ids(redis_client, "default") == [created["jobs"][0]["id"]]
+
+
+def test_workers_show_their_pools_status_current_job_and_metrics(client, app, dataset_id):
+    from db import operations as ops
+    from db.models import Job, JobStatus
+
+    created = submit(client, dataset_id, name="pets")
+    metrics = {"measured_at": "2026-11-28T08:00:00+00:00", "cpu_percent": 12.5, "cpu_count": 16,
+               "memory_used_bytes": 2**33, "memory_total_bytes": 2**36,
+               "gpu": {"index": 0, "name": "NVIDIA H200", "utilization_percent": 97.0,
+                       "memory_used_bytes": 2**36, "memory_total_bytes": 150 * 2**30}}
+    with app.extensions["tlbench.database"].transaction() as session:
+        ops.register_worker(session, "gpu0@a", "a", "GPU 0: NVIDIA H200", 150 * 2**30, ["default", "h200"], metrics)
+        ops.register_worker(session, "predict1@a", "a", "CPU (16 cores)", 2**36, ["predict"])
+        ops.register_worker(session, "cpu1@b", "b", "CPU (4 cores)", 2**34, ["default"])
+        ops.worker_stopped(session, "cpu1@b")
+        job = session.get(Job, created["jobs"][0]["id"])
+        job.status, job.worker = JobStatus.RUNNING, "gpu0@a"
+    with app.extensions["tlbench.database"].transaction() as session:
+        ops.worker_heartbeat(session, "predict1@a", {**metrics, "gpu": None})
+    workers = {worker["name"]: worker for worker in client.get("/api/v1/workers").json["workers"]}
+    gpu, predict, stopped = workers["gpu0@a"], workers["predict1@a"], workers["cpu1@b"]
+    assert (gpu["role"], gpu["pools"], gpu["status"], gpu["metrics"]) == ("training", ["default", "h200"], "online",
+                                                                        metrics)
+    assert gpu["current_job"] == {"id": job.id, "backbone": "VGG16", "benchmark_id": created["id"],
+                                  "benchmark": "pets"}
+    assert (predict["role"], predict["pools"], predict["current_job"]) == ("predict", [], None)
+    assert predict["metrics"]["cpu_percent"] == 12.5 and predict["metrics"]["gpu"] is None
+    assert (stopped["status"], stopped["metrics"]) == ("stopped", None) and stopped["stopped_at"]
 
 
 def test_benchmark_epochs_give_one_series_per_job(client, dataset_id):

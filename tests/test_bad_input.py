@@ -209,6 +209,16 @@ CASES = [
     Case("missing weights file", benchmark(weights="/no/such/weights.h5"), 400, "existing weights file", "weights"),
     Case("empty name", benchmark(name=""), 400, "at least 1 character", "name"),
     Case("unknown dataset id", benchmark(dataset=999), 400, "dataset 999 not found", "dataset"),
+    # Benchmarks: pools (each a Celery queue)
+    Case("pool with capitals", benchmark(pool="A100"), 400, "'A100' is not a pool name", "pool"),
+    Case("pool with a slash", benchmark(pool="gpu/a100"), 400, "is not a pool name", "pool"),
+    Case("pool with a space", benchmark(pool="big gpus"), 400, "is not a pool name", "pool"),
+    Case("pool starting with a dash", benchmark(pool="-a100"), 400, "starting with a letter or a digit", "pool"),
+    Case("empty pool", benchmark(pool=""), 400, "'' is not a pool name", "pool"),
+    Case("pool of 41 characters", benchmark(pool="p" * 41), 400, "1 to 40", "pool"),
+    Case("pool is the prediction queue", benchmark(pool="predict"), 400, "prediction workers' queue", "pool"),
+    Case("pool is a number", benchmark(pool=100), 400, "valid string", "pool"),
+    Case("pool is a list", benchmark(pool=["a100"]), 400, "valid string", "pool"),
     # Bodies that are not a JSON object
     Case("body is not JSON", raw_body("{not json", "application/json"), 400, "not valid JSON"),
     Case("body is a JSON list", raw_body("[1, 2]", "application/json"), 400, "must be a JSON object, not a JSON list"),

@@ -108,10 +108,12 @@ def test_workers_register_with_their_device_and_current_job(stack):
     workers = wait_until(lambda: len(requests.get(f"{url}/api/v1/workers").json()["workers"]) == 2 and
                          requests.get(f"{url}/api/v1/workers").json()["workers"], 30, "both workers to register")
     by_queue = {tuple(worker["queues"]): worker for worker in workers}
-    assert set(by_queue) == {("training",), ("predict",)}
-    training = by_queue[("training",)]
+    assert set(by_queue) == {("default",), ("predict",)}
+    training = by_queue[("default",)]
     assert training["name"].startswith("cpu1@") and training["device"].startswith("CPU")
     assert training["status"] == "online" and training["memory_bytes"] > 0
+    assert (training["role"], training["pools"]) == ("training", ["default"])
+    assert by_queue[("predict",)]["name"].startswith("predict1@") and by_queue[("predict",)]["pools"] == []
 
 
 def test_predict_answers_probabilities_for_every_succeeded_job(stack, tmp_path):

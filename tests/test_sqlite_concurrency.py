@@ -37,7 +37,7 @@ def write_epochs(database_url: str, job_id: str, worker: str, folder: str) -> No
     job_id, folder = int(job_id), Path(folder)
     database = Database(database_url)
     with database.transaction() as session:
-        ops.register_worker(session, worker, "localhost", "CPU", None, ["training"])
+        ops.register_worker(session, worker, "localhost", "CPU", None, ["default"])
     with database.transaction() as session:
         attempt = ops.claim_job(session, job_id, worker)
     assert attempt == 1, f"job {job_id} could not be claimed ({attempt})"

@@ -30,13 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address to listen on (default 127.0.0.1; any other needs $TLBENCH_TOKEN)")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
-    up.add_argument("--workers", type=int, default=1, help="CPU workers when there is no GPU (default 1)")
-    up.add_argument("--gpus", default="all", help="all, none, or GPU indexes like 0,1 (one worker each)")
+    _add_worker_options(up)
     up.set_defaults(run=run_up)
 
-    worker = commands.add_parser("worker", help="start one worker per GPU (or one CPU worker) on this host")
-    worker.add_argument("--gpus", default="all", help="all, none, or GPU indexes like 0,1")
+    worker = commands.add_parser("worker", help="start one worker per GPU (or CPU workers) on this host, "
+                                                "against REDIS_URL and DATABASE_URL (or the home's own)")
     worker.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
+    _add_worker_options(worker)
     worker.set_defaults(run=run_worker)
 
     embedded = commands.add_parser("redis", help="run only the embedded Redis server (for the Procfile)")
@@ -70,10 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--fine-tune-layers", type=int)
     submit.add_argument("--seed", type=int)
     submit.add_argument("--validation-split", type=float)
+    submit.add_argument("--pool", help="the worker pool to run on (default: default, which every worker serves)")
     submit.add_argument("--wait", action="store_true", help="show live progress, then the final comparison")
     _add_url_option(submit)
     submit.set_defaults(run=run_submit)
     return parser
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """Which workers to start on this host, and the pools they serve."""
+    parser.add_argument("--gpus", default="all",
+                        help="all (every GPU without a tlbench worker yet, or the CPU when there is no GPU), "
+                             "none, or GPU indexes like 0,2: one worker each, pinned to its GPU")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="CPU workers when there is no GPU (default 1; 0 with --gpus none: no training worker "
+                             "on this host, only the prediction worker)")
+    parser.add_argument("--pool", "--pools", dest="pools", action="append", default=[], metavar="NAME[,NAME]",
+                        help="serve these pools too (each a queue; every worker serves the pool default)")
 
 
 def _add_url_option(parser: argparse.ArgumentParser) -> None:
@@ -94,26 +107,39 @@ def run_up(args) -> int:
     from tlbench.stack import check_exposure, run_stack
 
     check_exposure(args.host)  # before anything is created or started
+    pools = _worker_pools(args)
     _use_home(args.home)
-    return run_stack(load_settings(), args.host, args.port, workers=args.workers, gpus=args.gpus)
+    return run_stack(load_settings(), args.host, args.port, workers=args.workers, gpus=args.gpus, pools=tuple(pools))
 
 
 def run_worker(args) -> int:
     """Run this host's workers in the foreground."""
+    from db.models import DEFAULT_POOL
     from db.settings import load_settings
     from tlbench.stack import prepare_state
     from tlbench.supervisor import Supervisor
     from worker.launch import worker_processes
 
+    pools = _worker_pools(args)
     _use_home(args.home)
     # The workers register themselves at start: their table must exist, even before any web app runs.
     prepare_state(load_settings()).dispose()
     supervisor = Supervisor()
-    specs = worker_processes(args.gpus)
+    specs = worker_processes(args.gpus, cpu_workers=args.workers, pools=pools)
     for spec in specs:
         supervisor.start(spec)
-    print(f"tlbench: started {', '.join(spec.name for spec in specs)} (Ctrl-C stops them)", flush=True)
+    served = ", ".join(dict.fromkeys([DEFAULT_POOL, *pools]))
+    print(f"tlbench: started {', '.join(spec.name for spec in specs)}; pools {served} (Ctrl-C stops them)", flush=True)
     return supervisor.run_until_stopped()
+
+
+def _worker_pools(args) -> list[str]:
+    """The pools of --pool/--pools, checked; and --workers, which must not be negative."""
+    from worker.celery_app import parse_pools
+
+    if args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, not {args.workers}")
+    return parse_pools(args.pools)
 
 
 def run_redis(args) -> int:
@@ -145,7 +171,7 @@ def run_datasets_list(args) -> int:
 
 
 SUBMIT_OPTIONS = ("name", "epochs", "batch_size", "image_size", "learning_rate", "patience", "weights",
-                  "augment", "fine_tune_layers", "seed", "validation_split")
+                  "augment", "fine_tune_layers", "seed", "validation_split", "pool")
 
 
 def run_submit(args) -> int:

@@ -121,20 +121,22 @@ def prepare_state(settings: Settings) -> Database:
     return Database(settings.database_url)
 
 
-def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2) -> int:
+def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2,
+              pools: tuple[str, ...] = ()) -> int:
     """Start everything once per home, print the URL, and supervise until Ctrl-C or SIGTERM."""
     database = prepare_state(settings)
     try:
         with FileLock(settings.home / "up.lock", blocking=False):
             ensure_sample_dataset(settings, database)
             database.dispose()
-            return _run_stack(settings, host, port, workers, gpus, web_workers)
+            return _run_stack(settings, host, port, workers, gpus, web_workers, pools)
     except Timeout:
         raise HomeInUse(f"another `tlbench up` is already running on {settings.home}; stop it first, "
                         "or give this one its own --home") from None
 
 
-def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int) -> int:
+def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int,
+               pools: tuple[str, ...]) -> int:
     """Start the children and watch them."""
     supervisor = Supervisor()
     try:
@@ -143,7 +145,7 @@ def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str
             # is restarted empty; the workers reconnect and send the queued jobs again (worker/recovery.py).
             supervisor.start(embedded_redis_process(settings))
             wait_for_redis(embedded_redis_socket(settings.home))
-        for spec in worker_processes(gpus, cpu_workers=workers):
+        for spec in worker_processes(gpus, cpu_workers=workers, pools=pools):
             supervisor.start(spec)
         supervisor.start(web_process(host, port, web_workers), essential=True)
     except BaseException:

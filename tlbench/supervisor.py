@@ -21,8 +21,12 @@ class Supervisor:
         self.stopping = False
 
     def start(self, spec: ProcessSpec, essential: bool = False) -> subprocess.Popen:
-        """Start one child in its own process group, so a terminal's Ctrl-C reaches it through us."""
-        process = subprocess.Popen(spec.argv, env=child_environment(spec.env), start_new_session=True)
+        """Start one child in its own process group, so a terminal's Ctrl-C reaches it through us.
+
+        A restarted worker gets the same spec, so the same name and the lock that holds it.
+        """
+        process = subprocess.Popen(spec.argv, env=child_environment(spec.env), start_new_session=True,
+                                   pass_fds=spec.pass_fds)
         self.running[spec.name] = (spec, process, essential)
         return process
 

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import ctypes
+import re
 import signal
 import sys
+from collections.abc import Iterable
 
 from celery import Celery
 from celery.signals import worker_process_init
 
+from db.models import DEFAULT_POOL
 from db.settings import Settings, load_settings
 from worker.registry import WorkerRegistry
 
-TRAIN_QUEUE = "training"
+# Each pool of training workers is a Celery queue of the same name; every training worker serves
+# the default pool, and `tlbench worker --pool NAME` adds others (a GPU model, a big-memory host...).
+TRAIN_QUEUE = DEFAULT_POOL
+POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 TRAIN_TASK = "tlbench.train_job"
 PREDICT_QUEUE = "predict"
 PREDICT_TASK = "tlbench.predict"
@@ -40,7 +46,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
         task_default_queue=TRAIN_QUEUE,
-        task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, PREDICT_TASK: {"queue": PREDICT_QUEUE}},
+        # Training messages name their job's pool when they are sent (enqueue_training).
+        task_routes={PREDICT_TASK: {"queue": PREDICT_QUEUE}},
         # Job state lives in the database; only predictions are answered through the result backend.
         task_ignore_result=True,
         result_expires=PREDICTION_RESULT_SECONDS,
@@ -60,6 +67,28 @@ def die_with_the_worker(**_) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def enqueue_training(app: Celery, job_id: int) -> None:
-    """Put one job on the training queue; the message carries only the job id."""
-    app.send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE)
+def enqueue_training(app: Celery, job_id: int, pool: str) -> None:
+    """Put one job on its pool's queue; the message carries only the job id."""
+    app.send_task(TRAIN_TASK, args=[job_id], queue=pool)
+
+
+def pool_name_problem(name: str) -> str | None:
+    """What is wrong with a pool name, or None when it can name a pool (and its queue)."""
+    if name == PREDICT_QUEUE:
+        return f"{name!r} is the prediction workers' queue, not a training pool"
+    if not POOL_NAME.match(name):
+        return (f"{name!r} is not a pool name: 1 to 40 lower-case letters, digits, '-' and '_', "
+                "starting with a letter or a digit")
+    return None
+
+
+def parse_pools(values: Iterable[str]) -> list[str]:
+    """Pool names from options like `--pool a100 --pools a100,big`: checked, in order, each once."""
+    pools = []
+    for name in (part.strip() for value in values for part in value.split(",")):
+        problem = pool_name_problem(name)
+        if problem:
+            raise ValueError(f"--pool: {problem}")
+        if name not in pools:
+            pools.append(name)
+    return pools

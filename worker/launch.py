@@ -1,15 +1,16 @@
-"""Which worker processes to start on this host: one per GPU, pinned, or one on the CPU,
-plus one that answers predictions."""
+"""Which worker processes to start on this host: one per GPU, pinned, or CPU workers, plus one that
+answers predictions; each under a name unique on the host (worker/names.py) and serving its pools."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from db.settings import load_settings
 from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
+from worker.devices import Gpu, detect_gpus
+from worker.names import HeldName, NameLocks, WorkerRefused
 
 # The prediction worker keeps its process (and the models it loaded) across requests; it never
 # forks after loading TensorFlow, because its one child does all the work.
@@ -21,59 +22,41 @@ CPU_JOBS_PER_PROCESS = 50
 # ...unless it has grown past this (Celery replaces it after the job): TensorFlow and the allocator
 # keep some memory from each backbone a process has run.
 CPU_PROCESS_MEMORY_LIMIT_KIB = 2 * 2**20
+# TensorFlow's thread pools, which a CPU worker's share of the host's cores sizes (unless set already).
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """A child process to start and keep alive: its name, command line and extra environment."""
+    """A child process to start and keep alive: its name, command line, extra environment, and the
+    descriptors it inherits (the lock that holds a worker's name: see worker/names.py)."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
+    pass_fds: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Gpu:
-    """One NVIDIA GPU as nvidia-smi lists it."""
-
-    index: str
-    name: str
-    memory_bytes: int
-
-
-def detect_gpus() -> list[Gpu]:
-    """This host's NVIDIA GPUs (none without nvidia-smi)."""
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        listed = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total",
-                                 "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    rows = [[field.strip() for field in line.split(",")] for line in listed.splitlines() if line.strip()]
-    return [Gpu(index, name, int(float(mebibytes)) * 2**20) for index, name, mebibytes in rows]
-
-
-def choose_devices(gpus: str, cpu_workers: int = 1) -> list[Gpu | None]:
+def choose_devices(gpus: str, cpu_workers: int = 1, found: list[Gpu] | None = None) -> list[Gpu | None]:
     """GPUs to pin one worker each to, or `cpu_workers` Nones for CPU workers.
 
-    `gpus` is "all" (every GPU found, or the CPU when none), "none", or a list like "0,2".
+    `gpus` is "all" (every GPU found, or the CPU when none), "none", or a list like "0,2";
+    `found` is this host's GPUs (default: detect them).
     """
     if gpus == "none":
         return [None] * cpu_workers
-    found = detect_gpus()
+    found = detect_gpus() if found is None else found
     if gpus == "all":
-        return found if found else [None] * cpu_workers
+        return list(found) if found else [None] * cpu_workers
     chosen = [part.strip() for part in gpus.split(",") if part.strip()]
     if not chosen or not all(part.isdigit() for part in chosen):
         raise ValueError(f"--gpus must be all, none or a list of GPU indexes like 0,1; got {gpus!r}")
     by_index = {gpu.index: gpu for gpu in found}
     missing = [index for index in chosen if index not in by_index]
     if missing:
-        raise ValueError(f"--gpus asks for GPU {', '.join(missing)}, but nvidia-smi lists "
-                         f"{', '.join(by_index) or 'none'}")
-    return [by_index[index] for index in chosen]
+        raise ValueError(f"--gpus asks for GPU {', '.join(missing)}, but this host has "
+                         f"{', '.join(by_index) or 'none'} (NVML or nvidia-smi)")
+    return [by_index[index] for index in dict.fromkeys(chosen)]
 
 
 def host_memory_bytes() -> int:
@@ -81,21 +64,27 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def celery_worker(name: str, queues: list[str], device: Gpu | None, extra: list[str] = ()) -> ProcessSpec:
-    """One Celery worker process with one child, pinned to one GPU (or none), that registers itself."""
+def celery_worker(held: HeldName, queues: list[str], device: Gpu | None, extra: Sequence[str] = ()) -> ProcessSpec:
+    """One Celery worker process with one child, pinned to one GPU (or none), that registers itself.
+
+    It inherits the lock of its name, so the name stays taken while it (or its child) lives.
+    """
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-            "--pool", "prefork", "--concurrency", "1", "--hostname", f"{name}@%h",
+            "--pool", "prefork", "--concurrency", "1", "--hostname", held.full,
             "--queues", ",".join(queues), "--loglevel", "INFO", "--without-gossip", "--without-mingle", *extra]
     env = {
-        # "-1" hides every GPU from a CPU worker, so it never maps a GPU another worker owns.
+        # "-1" hides every GPU from a CPU worker, so it never maps a GPU another worker owns. CUDA
+        # numbers GPUs in PCI bus order like NVML and nvidia-smi only when asked to.
         "CUDA_VISIBLE_DEVICES": device.index if device else "-1",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "TLBENCH_DEVICE": f"GPU {device.index}: {device.name}" if device else f"CPU ({os.cpu_count()} cores)",
         "TLBENCH_DEVICE_MEMORY": str(device.memory_bytes if device else host_memory_bytes()),
+        "TLBENCH_GPU_INDEX": device.index if device else "",
         "TLBENCH_QUEUES": ",".join(queues),
         **compilation_cache_environment(),
     }
-    return ProcessSpec(name=name, argv=argv, env=env)
+    return ProcessSpec(name=held.full, argv=argv, env=env, pass_fds=(held.fd,))
 
 
 def compilation_cache_environment() -> dict[str, str]:
@@ -110,21 +99,80 @@ def compilation_cache_environment() -> dict[str, str]:
     return {"JAX_COMPILATION_CACHE_DIR": str(folder), "TF_XLA_FLAGS": flags}
 
 
-def training_worker(device: Gpu | None, number: int) -> ProcessSpec:
-    """A training worker pinned to one GPU (a fresh process per job), or a CPU worker (a warm one)."""
+def training_worker(held: HeldName, device: Gpu | None, pools: Sequence[str] = (),
+                    cpu_workers: int = 1) -> ProcessSpec:
+    """A training worker pinned to one GPU (a fresh process per job), or a CPU worker (a warm one).
+
+    It serves the default pool and `pools`, each a Celery queue. A CPU worker started with others
+    gets its share of the cores for TensorFlow's thread pools (see cpu_threads).
+    """
+    queues = list(dict.fromkeys([TRAIN_QUEUE, *pools]))
     if device:
-        return celery_worker(f"gpu{device.index}", [TRAIN_QUEUE], device)
-    return celery_worker(f"cpu{number}", [TRAIN_QUEUE], None,
-                         ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS),
-                          "--max-memory-per-child", str(CPU_PROCESS_MEMORY_LIMIT_KIB)])
+        return celery_worker(held, queues, device)
+    spec = celery_worker(held, queues, None, ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS),
+                                              "--max-memory-per-child", str(CPU_PROCESS_MEMORY_LIMIT_KIB)])
+    spec.env.update(cpu_threads(cpu_workers))
+    return spec
 
 
-def worker_processes(gpus: str, cpu_workers: int = 1) -> list[ProcessSpec]:
-    """The training workers for this host (one per GPU, or CPU workers) and one prediction worker."""
-    training = [training_worker(device, number) for number, device in enumerate(choose_devices(gpus, cpu_workers), 1)]
-    predict = celery_worker("predict", [PREDICT_QUEUE], None,
-                            ["--max-tasks-per-child", str(PREDICT_TASKS_PER_CHILD)])
+def cpu_threads(cpu_workers: int) -> dict[str, str]:
+    """TensorFlow threads for each of `cpu_workers` CPU workers: the host's cores shared out evenly.
+
+    By default each TensorFlow process sizes its pools to every core, and CPU workers side by side
+    then fight over them (measured in docs/operations.md). Variables already set in the environment win.
+    """
+    if any(name in os.environ for name in THREAD_VARIABLES):
+        return {}
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, cpu_workers)))
+    return dict.fromkeys(THREAD_VARIABLES, threads)
+
+
+def worker_processes(gpus: str, cpu_workers: int = 1, pools: Sequence[str] = (),
+                     names: NameLocks | None = None, found: list[Gpu] | None = None) -> list[ProcessSpec]:
+    """The training workers for this host (one per GPU, or CPU workers) and one prediction worker.
+
+    Each gets a name no other live worker of this host and cluster has (worker/names.py): `--gpus all`
+    skips GPUs that already have a tlbench worker and refuses when none is left; a GPU asked for by
+    index must be free. The names' locks stay with the calling process and the workers it starts.
+    """
+    # INVARIANT: worker names are unique among live workers (db.operations.claim_job and
+    # requeue_jobs_held_by trust a job's `worker` to name one process); the locks below make it so.
+    names = names or NameLocks(load_settings().database_url)
+    held: list[HeldName] = []
+    try:
+        devices = claim_devices(choose_devices(gpus, cpu_workers, found), names, held, skip_busy=gpus == "all")
+        training = [training_worker(name, device, pools, cpu_workers) for name, device in devices]
+        predict_name = names.next_free("predict")
+        held.append(predict_name)
+        predict = celery_worker(predict_name, [PREDICT_QUEUE], None,
+                                ["--max-tasks-per-child", str(PREDICT_TASKS_PER_CHILD)])
+    except BaseException:
+        for name in held:
+            name.release()
+        raise
     return [*training, predict]
+
+
+def claim_devices(devices: list[Gpu | None], names: NameLocks, held: list[HeldName],
+                  skip_busy: bool) -> list[tuple[HeldName, Gpu | None]]:
+    """A name for each device's worker (gpu<index>, or the next free cpu<n>), appended to `held` as taken."""
+    claimed, busy = [], []
+    for device in devices:
+        name = names.gpu(device) if device else names.next_free("cpu")
+        if name is None:
+            busy.append(device)
+            continue
+        held.append(name)
+        claimed.append((name, device))
+    if busy and (not skip_busy or not claimed):
+        taken = "; ".join(f"GPU {gpu.index} already has a tlbench worker on this host, started by "
+                          f"{names.gpu_holder(gpu)}" for gpu in busy)
+        raise WorkerRefused(f"{taken}. A GPU runs one job at a time: stop that worker first, or pick other GPUs "
+                            "with --gpus (or --gpus none for a CPU worker)")
+    if busy:
+        print(f"tlbench: skipping GPU {', '.join(gpu.index for gpu in busy)}: already served by a tlbench worker "
+              "on this host", file=sys.stderr, flush=True)
+    return claimed
 
 
 def child_environment(extra: dict[str, str]) -> dict[str, str]:

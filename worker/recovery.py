@@ -26,23 +26,23 @@ log = logging.getLogger(__name__)
 BROKER_MARKER = "tlbench:broker-keeps-messages"
 
 
-def send_again(app: Celery, job_ids: list[int], why: str) -> None:
-    """Enqueue each job again, with one log line for all of them."""
+def send_again(app: Celery, jobs: list[ops.QueuedJob], why: str) -> None:
+    """Enqueue each job again on its own pool's queue, with one log line for all of them."""
     from worker.celery_app import enqueue_training  # celery_app imports this package's registry
 
-    if job_ids:
-        log.warning("%s; sending job%s %s to the queue again", why, "s" if len(job_ids) > 1 else "",
-                    ", ".join(map(str, job_ids)))
-    for job_id in job_ids:
-        enqueue_training(app, job_id)
+    if jobs:
+        log.warning("%s; sending job%s %s to the queue again", why, "s" if len(jobs) > 1 else "",
+                    ", ".join(f"{job.id} (pool {job.pool})" for job in jobs))
+    for job in jobs:
+        enqueue_training(app, job.id, job.pool)
 
 
 def requeue_held_jobs(app: Celery, database: Database, worker_name: str) -> list[int]:
     """At a worker's start: the jobs it still holds died with its previous process."""
     with database.transaction() as session:
-        job_ids = ops.requeue_jobs_held_by(session, worker_name)
-    send_again(app, job_ids, f"its worker {worker_name} restarted")
-    return job_ids
+        held = ops.requeue_jobs_held_by(session, worker_name)
+    send_again(app, held, f"its worker {worker_name} restarted")
+    return [job.id for job in held]
 
 
 def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float) -> list[int]:
@@ -50,10 +50,9 @@ def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float
     broker_lost_messages = bool(app.backend.client.set(BROKER_MARKER, "1", nx=True))
     with database.transaction() as session:
         silent = ops.requeue_lost_jobs(session, timedelta(seconds=lost_after_seconds))
-        queued = ops.queued_job_ids(session) if broker_lost_messages else []
+        queued = ops.queued_jobs(session) if broker_lost_messages else []
     send_again(app, silent, "their heartbeat stopped")
     # On a broker that just started, nothing tells lost messages from ones never sent: a queued job
     # may now have two messages, and the second finds it taken and is dropped.
-    send_again(app, [job_id for job_id in queued if job_id not in silent],
-               "the broker holds nothing sent before it (re)started")
-    return sorted(set(silent) | set(queued))
+    send_again(app, [job for job in queued if job not in silent], "the broker holds nothing sent before it (re)started")
+    return sorted({job.id for job in silent} | {job.id for job in queued})

@@ -1,6 +1,8 @@
 """A worker registers itself in the database at start, beats every few seconds, and says when it stops.
 
-On the same timer it brings back lost jobs (worker/recovery.py).
+Each beat also stores the worker's metrics (worker/devices.py: host CPU and memory, and its GPU's
+utilisation and memory where NVML answers). On the same timer it brings back lost jobs
+(worker/recovery.py).
 
 It runs in the worker's main process on Celery's own timer (the event loop's thread), so no extra
 thread exists when the pool forks a child, and no database connection stays open across a fork.
@@ -17,10 +19,13 @@ from db import operations as ops
 from db.session import Database
 from db.settings import load_settings
 from worker import recovery
+from worker.devices import worker_metrics
 
 log = logging.getLogger(__name__)
 
 BEAT_SECONDS = 10.0
+# The first sample of the CPU is measured over this long (later ones cover the time since the last beat).
+FIRST_CPU_SAMPLE_SECONDS = 0.2
 
 
 class WorkerRegistry(bootsteps.StartStopStep):
@@ -36,13 +41,14 @@ class WorkerRegistry(bootsteps.StartStopStep):
         """Register now, re-queue what this worker held before a restart, then beat on the worker's timer."""
         self._write(ops.register_worker, worker.hostname, socket.gethostname(),
                     os.environ.get("TLBENCH_DEVICE", "CPU"), _int_or_none(os.environ.get("TLBENCH_DEVICE_MEMORY")),
-                    [queue for queue in os.environ.get("TLBENCH_QUEUES", "").split(",") if queue])
+                    [queue for queue in os.environ.get("TLBENCH_QUEUES", "").split(",") if queue],
+                    _metrics(FIRST_CPU_SAMPLE_SECONDS))
         self._guarded(recovery.requeue_held_jobs, worker.app, worker.hostname)
         self.timer_entry = worker.timer.call_repeatedly(BEAT_SECONDS, self._beat, (worker,))
 
     def _beat(self, worker) -> None:
         """Say this worker is alive, and bring back jobs that others lost."""
-        self._write(ops.worker_heartbeat, worker.hostname)
+        self._write(ops.worker_heartbeat, worker.hostname, _metrics())
         self._guarded(recovery.recover_lost_jobs, worker.app, load_settings().job_lost_after_seconds)
 
     def stop(self, worker) -> None:
@@ -74,6 +80,15 @@ class WorkerRegistry(bootsteps.StartStopStep):
             log.exception("worker registry: %s failed", operation.__name__)
         finally:
             database.dispose()
+
+
+def _metrics(cpu_interval: float | None = None) -> dict | None:
+    """This worker's metrics now; None (and a log line) if they cannot be read: the beat matters more."""
+    try:
+        return worker_metrics(os.environ.get("TLBENCH_GPU_INDEX") or None, cpu_interval)
+    except Exception:
+        log.exception("worker metrics could not be read")
+        return None
 
 
 def _int_or_none(text: str | None) -> int | None:

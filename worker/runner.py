@@ -102,7 +102,7 @@ def run_job_by_id(job_id: int, worker_name: str, app: Celery, settings: Settings
         with database.transaction() as session:
             orphans = ops.requeue_jobs_held_by(session, worker_name)
             attempt = ops.claim_job(session, job_id, worker_name)
-        send_again(app, [orphan for orphan in orphans if orphan != job_id], f"its process on {worker_name} died")
+        send_again(app, [orphan for orphan in orphans if orphan.id != job_id], f"its process on {worker_name} died")
         if attempt is None:
             log.info("job %s is not queued any more; skipping", job_id)
             return

@@ -225,6 +225,9 @@ def test_the_workers_page_lists_the_cpu_worker(stack, page):
     row = page.locator("#workers tbody tr").filter(has_text="cpu1@")
     expect(row).to_contain_text("online")
     expect(row).to_contain_text("CPU")
+    expect(row).to_contain_text("default")  # its pool
+    expect(row).to_contain_text(re.compile(r"\d+ % \(\d+ cores\)"))  # the host's CPU use, from its heartbeat
+    expect(row).to_contain_text(re.compile(r"GiB / [\d.,]+ GiB"))  # the host's memory in use / total
 
 
 def test_pages_fit_a_phone_screen(stack, narrow_page, trained):
