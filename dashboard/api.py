@@ -25,6 +25,8 @@ from jobs.backbones import BACKBONES, SEED_BACKBONES
 from worker.celery_app import enqueue_training
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+# The datasets.name column's length.
+DATASET_NAME_CHARS = 200
 
 
 class BadRequest(Exception):
@@ -157,10 +159,11 @@ def _receive_dataset():
             raise BadRequest("file: is required (a zip of class folders)", "file")
         name = request.form.get("name") or Path(upload.filename).stem
         root, scanned = store_upload(settings(), upload)
-        return root, scanned, name[:200], True
+        return root, scanned, name[:DATASET_NAME_CHARS], True
     body = json_body(DatasetPathRequest)
     folder = resolve_allowed_folder(settings(), body.path)
-    return folder, usable_scan(folder, "path"), body.name or folder.name, False
+    # A folder's own name may be longer than the column (PostgreSQL refuses what SQLite would keep).
+    return folder, usable_scan(folder, "path"), (body.name or folder.name)[:DATASET_NAME_CHARS], False
 
 
 @api.get("/datasets")

@@ -55,6 +55,21 @@ def test_register_folder_under_allowed_root(client, tmp_path):
     assert response.json["name"] == "pets" and response.json["source"] == "path"
 
 
+def test_a_folder_name_longer_than_the_name_column_is_cut_on_every_database(settings, database_url, tmp_path):
+    from dataclasses import replace
+
+    from dashboard import create_app
+
+    app = create_app({"TESTING": True, "TLBENCH_SETTINGS": replace(settings, database_url=database_url)})
+    try:
+        folder = make_image_folder(tmp_path / "data" / ("p" * 230), classes=2, per_class=3, size=32)
+        response = app.test_client().post("/api/v1/datasets", json={"path": str(folder)})
+        assert response.status_code == 201, response.json
+        assert response.json["name"] == "p" * 200
+    finally:
+        app.extensions["tlbench.database"].dispose()
+
+
 def test_submit_creates_queued_jobs_and_enqueues_only_their_ids(client, dataset_id, redis_client):
     response = client.post("/api/v1/benchmarks", json={
         "dataset": dataset_id, "backbones": ["VGG16", "ResNet50"], "epochs": 2, "weights": "none",
