@@ -135,7 +135,7 @@ def worker_processes(gpus: str, cpu_workers: int = 1, pools: Sequence[str] = (),
     skips GPUs that already have a tlbench worker and refuses when none is left; a GPU asked for by
     index must be free. The names' locks stay with the calling process and the workers it starts.
     """
-    # INVARIANT: worker names are unique among live workers (db.operations.claim_job and
+    # INVARIANT: worker names are unique among live workers (worker/runner.py and
     # requeue_jobs_held_by trust a job's `worker` to name one process); the locks below make it so.
     names = names or NameLocks(load_settings().database_url)
     held: list[HeldName] = []

@@ -1,8 +1,8 @@
 """Worker names unique on this host (cpu1, cpu2, gpu0, predict1...), each held by a lock file for as long
 as the worker lives.
 
-INVARIANT: no two live workers of one cluster (one database) share a name. db.operations.claim_job and
-requeue_jobs_held_by trust it: a running job that names a worker is taken to belong to that worker's
+INVARIANT: no two live workers of one cluster (one database) share a name. worker/runner.py (through
+db.operations.requeue_jobs_held_by) trusts it: a running job that names a worker is taken to belong to that worker's
 one process, so a second live worker under the same name could take over, or re-queue, a job the
 first one is still training. Names are `<short>@<hostname>`: the host part keeps hosts apart, and the
 locks here keep the workers of one host apart, whichever `tlbench up` or `tlbench worker` started them.
