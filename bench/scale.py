@@ -25,7 +25,6 @@ from bench import data
 from bench.helpers import running_stack, wait_until
 from bench.run import RESULTS, machine, output_to, say
 from bench.through_api import FINISHED, POLL_SECONDS, BenchStack
-from worker.celery_app import TRAIN_QUEUE
 
 SPEED_UP_TARGET = 1.7
 WORKERS_ONLINE_SECONDS = 120
@@ -50,13 +49,7 @@ def parse_arguments() -> argparse.Namespace:
 
 
 class ScaleStack(BenchStack):
-    """A running stack as a round sees it: its idle training workers and its jobs."""
-
-    def idle_training_workers(self) -> list[str]:
-        """Names of the training workers that are online and run nothing."""
-        return sorted(worker["name"] for worker in self._get("/workers")["workers"]
-                      if worker["status"] == "online" and TRAIN_QUEUE in worker["pools"]
-                      and worker["current_job"] is None)
+    """A running stack as a round sees it: its jobs."""
 
     def submit_jobs(self, dataset_id: int, args: argparse.Namespace) -> list[int]:
         """One single-job benchmark per job, all alike; their job ids."""
@@ -83,7 +76,7 @@ def run_round(workers: int, args: argparse.Namespace, work: Path) -> dict:
         with output_to(log):  # the stack writes there
             started_stack = running.enter_context(running_stack(home, "--gpus", "none", "--workers", str(workers)))
         stack = ScaleStack(started_stack["url"])
-        names = wait_until(lambda: len(found := stack.idle_training_workers()) == workers and found,
+        names = wait_until(lambda: len(found := stack.training_workers(idle=True)) == workers and found,
                            WORKERS_ONLINE_SECONDS, f"{workers} idle training workers", interval=POLL_SECONDS)
         dataset_id = stack.upload(data_root)
         started = datetime.now(timezone.utc)

@@ -123,10 +123,7 @@ class SoakStack(BenchStack):
 
     def wait_for_training_workers(self, count: int) -> None:
         """Wait until `count` training workers are online."""
-        def online() -> bool:
-            return sum(worker["status"] == "online" and TRAIN_QUEUE in worker["queues"]
-                       for worker in self._get("/workers")["workers"]) >= count
-        wait_until(online, WORKERS_ONLINE_SECONDS, f"{count} training workers", interval=POLL_SECONDS)
+        wait_until(lambda: len(self.training_workers()) >= count, WORKERS_ONLINE_SECONDS, f"{count} training workers", interval=POLL_SECONDS)
 
     def kill_worker_of(self, job: dict) -> dict | None:
         """SIGKILL the main process or the pool child (at random) of the worker running `job`."""

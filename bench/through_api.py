@@ -71,14 +71,16 @@ class BenchStack:
         """Upload a folder as a zip; the new dataset's id."""
         return self.client.add_dataset(folder)["id"]
 
-    def _training_worker_idle(self) -> bool:
-        """Whether a training worker is online with no current job, as the API (and the dashboard) shows it."""
-        return any(worker["status"] == "online" and TRAIN_QUEUE in worker["queues"] and worker["current_job"] is None
-                   for worker in self._get("/workers")["workers"])
+    def training_workers(self, idle: bool = False) -> list[str]:
+        """Names of the online training workers (only those running nothing, if idle), as the API shows them."""
+        return sorted(worker["name"] for worker in self._get("/workers")["workers"]
+                      if worker["status"] == "online" and TRAIN_QUEUE in worker["pools"]
+                      and not (idle and worker["current_job"] is not None))
 
     def wait_for_idle_worker(self) -> None:
         """Wait until a training worker has registered and runs nothing."""
-        wait_until(self._training_worker_idle, IDLE_TIMEOUT_SECONDS, "an idle training worker", interval=0.1)
+        wait_until(lambda: self.training_workers(idle=True), IDLE_TIMEOUT_SECONDS, "an idle training worker",
+                   interval=0.1)
 
     def run_benchmark(self, request: dict, image_count: int) -> dict:
         """Submit to the idle worker, poll until every job has finished: wall seconds from submit, and figures."""

@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from db.models import Benchmark, Dataset, Epoch, Job, JobStatus
 from imagegen import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
-from tlbench.client import zip_folder
 from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
 
 # What TLBENCH_MAX_UPLOAD_MB=1 gives; small, so that an oversized body is cheap to send.
