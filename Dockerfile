@@ -23,4 +23,6 @@ RUN pip install --no-cache-dir . \
 EXPOSE 8000
 # The web app: reachable from other containers and the published port (docker-compose.yml publishes it on
 # 127.0.0.1 only; set TLBENCH_TOKEN before publishing it further: docs/security.md).
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "gthread", "--threads", "8", "dashboard.wsgi:app"]
+# The config (tlbench/gunicorn_conf.py) keeps idle connections open 75 s, longer than any client polls, turns off
+# gunicorn's control socket, and migrates the database and writes the sample dataset before the workers start.
+CMD ["gunicorn", "--config", "python:tlbench.gunicorn_conf", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "gthread", "--threads", "8", "dashboard.wsgi:app"]

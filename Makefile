@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench soak bench-scale clean
+.PHONY: setup run test test-alone bench soak bench-scale clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,15 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Each test of FILE in a pytest run of its own, then all of them in reverse order: no test may need
+# another's state. `make test-alone FILE=tests/test_end_to_end.py` (slow: stack tests start a stack each).
+FILE ?= tests/test_end_to_end.py
+test-alone: setup
+	ids=$$(mktemp) && trap 'rm -f "$$ids"' EXIT && \
+	$(BIN)/python -m pytest --collect-only -q $(FILE) | grep '::' > "$$ids" && \
+	while read -r id; do $(BIN)/python -m pytest -q -p no:cacheprovider "$$id" < /dev/null || exit 1; done < "$$ids" && \
+	tac "$$ids" | xargs -d '\n' $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # tlbench's five-backbone benchmark against the seed recipe in plain Keras; see docs/performance.md.
 bench: setup

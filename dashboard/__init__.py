@@ -6,6 +6,7 @@ import os
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from dashboard.hosts import ALLOWED_HOSTS_ENV, configure_hosts
 from db.session import Database
 from db.settings import Settings, ensure_folders, load_settings
 from worker.celery_app import make_celery
@@ -16,14 +17,17 @@ PRODUCTION_CONFIG = {"DEBUG": False, "TESTING": False, "PROPAGATE_EXCEPTIONS": F
 
 
 def create_app(config: dict | None = None) -> Flask:
-    """Build the app; `config` may carry TLBENCH_SETTINGS (a Settings), TLBENCH_TOKEN and Flask options.
+    """Build the app; `config` may carry TLBENCH_SETTINGS (a Settings), TLBENCH_TOKEN, TLBENCH_ALLOWED_HOSTS
+    and Flask options.
 
-    TLBENCH_TOKEN defaults to the environment variable of that name; set, it turns on login.
+    TLBENCH_TOKEN and TLBENCH_ALLOWED_HOSTS default to the environment variables of those names; a token
+    turns on login, allowed hosts add names to the loopback ones the app answers to.
     """
     app = Flask(__name__)
     config = dict(config or {})
     settings: Settings = config.pop("TLBENCH_SETTINGS", None) or load_settings()
     token = config.pop("TLBENCH_TOKEN", os.environ.get("TLBENCH_TOKEN"))
+    allowed_hosts = config.pop(ALLOWED_HOSTS_ENV, os.environ.get(ALLOWED_HOSTS_ENV))
     app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes, JSON_SORT_KEYS=False)
     app.config.update(config)
 
@@ -36,7 +40,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     from dashboard import api, auth, pages
 
-    auth.configure_auth(app, token, settings.home)
+    configure_hosts(app, allowed_hosts)
+    auth.configure_auth(app, token, settings)
     app.register_blueprint(api.api)
     app.register_blueprint(pages.pages)
     app.register_error_handler(HTTPException, api.http_error)

@@ -1,30 +1,45 @@
 """The JSON API under /api/v1: the one path to the data, for pages, scripts and the CLI."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request, send_from_directory
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
-from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable, UnsupportedMediaType
 
+from dashboard.converters import RowIdConverter
 from dashboard.dataset_registry import (
     DatasetRejected,
     dataset_fields,
+    removed_unless_registered,
     resolve_allowed_folder,
     store_upload,
     usable_scan,
 )
 from dashboard.openapi import build_openapi, documented
-from dashboard.prediction import ImageRejected, PredictionTimeout, run_prediction, store_prediction_image
+from dashboard.prediction import (
+    PREDICT_TIMEOUT_SECONDS,
+    ImageRejected,
+    PredictionTimeout,
+    PredictionUnavailable,
+    require_prediction_worker,
+    run_prediction,
+    store_prediction_image,
+)
 from dashboard.presenters import benchmark_json, dataset_json, epoch_json, job_json, worker_json
 from dashboard.schemas import SAMPLE_BENCHMARK, BenchmarkRequest, DatasetPathRequest, describe_validation_error
+from dashboard.weights import WeightsRejected, store_weights_upload
 from db import operations as ops
 from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from worker.celery_app import enqueue_training
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+# `<id:...>` in the routes below: row ids bounded as the database stores them (larger ones are not found).
+api.record_once(lambda state: state.app.url_map.converters.setdefault("id", RowIdConverter))
 # The datasets.name column's length.
 DATASET_NAME_CHARS = 200
 
@@ -66,9 +81,13 @@ def http_error(error: HTTPException):
         return error
     if isinstance(error, RequestEntityTooLarge):
         limit_mb = current_app.config["MAX_CONTENT_LENGTH"] / 2**20
-        return error_response(f"the request body is over the limit of {limit_mb:g} MB (TLBENCH_MAX_UPLOAD_MB)",
-                              error.code)
-    return error_response(error.description or error.name, error.code or 500)
+        message = f"the request body is over the limit of {limit_mb:g} MB (TLBENCH_MAX_UPLOAD_MB)"
+    else:
+        message = error.description or error.name
+    body, status = error_response(message, error.code or 500)
+    # The error's own headers stay (a 405's Allow, which RFC 9110 requires); its HTML Content-Type does not.
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    return body, status, headers
 
 
 def database():
@@ -97,7 +116,8 @@ def json_body(model: type[BaseModel]):
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not a JSON {type(body).__name__}")
     try:
-        return model.model_validate(body)
+        # The settings let validators check files against the data roots (weights).
+        return model.model_validate(body, context={"settings": settings()})
     except ValidationError as error:
         message, field = describe_validation_error(error)
         raise BadRequest(message, field) from None
@@ -106,19 +126,20 @@ def json_body(model: type[BaseModel]):
 @api.get("/health")
 @documented(responses={200: "Database and broker reachable", 503: "Something is down"}, public=True)
 def health():
-    """Say whether the database and the broker answer."""
-    checks = {"database": _check(lambda: database().ping()), "broker": _check(_ping_broker)}
+    """Say whether the database and the broker answer: "ok" or "down" each, the details only in the log."""
+    checks = {"database": _check("database", lambda: database().ping()), "broker": _check("broker", _ping_broker)}
     healthy = all(state == "ok" for state in checks.values())
     return jsonify(status="ok" if healthy else "degraded", **checks), 200 if healthy else 503
 
 
-def _check(probe) -> str:
-    """Run one probe: "ok", or the error it raised."""
+def _check(part: str, probe) -> str:
+    """Run one probe: "ok" or "down"; an error's text may name a host or a user, so it goes to the log only."""
     try:
         probe()
         return "ok"
-    except Exception as error:  # any failure is the answer here, not a crash
-        return f"error: {error}"
+    except Exception:  # any failure is the answer here, not a crash
+        current_app.logger.warning("health check: the %s does not answer", part, exc_info=True)
+        return "down"
 
 
 def _ping_broker() -> None:
@@ -146,9 +167,10 @@ def create_dataset():
         root, scanned, name, uploaded = _receive_dataset()
     except DatasetRejected as refusal:
         raise BadRequest(str(refusal), refusal.field) from None
-    with database().transaction() as session:
+    with removed_unless_registered(settings(), root, uploaded), database().transaction() as session:
         dataset = ops.add_dataset(session, **dataset_fields(name, root, uploaded, scanned))
-        return jsonify(dataset_json(dataset)), 201
+        created = dataset_json(dataset)
+    return jsonify(created), 201
 
 
 def _receive_dataset():
@@ -174,7 +196,7 @@ def list_datasets():
         return jsonify(datasets=[dataset_json(d) for d in ops.list_datasets(session)])
 
 
-@api.get("/datasets/<int:dataset_id>")
+@api.get("/datasets/<id:dataset_id>")
 @documented(responses={200: "The dataset", 404: "No such dataset"})
 def get_dataset(dataset_id: int):
     """Show one dataset."""
@@ -183,14 +205,16 @@ def get_dataset(dataset_id: int):
 
 
 @api.post("/benchmarks")
-@documented(body=BenchmarkRequest, responses={201: "The benchmark and its queued jobs"})
+@documented(body=BenchmarkRequest, responses={201: "The benchmark and its queued jobs",
+                                             503: "The broker did not take the jobs; nothing was kept"})
 def create_benchmark():
     """Submit a benchmark: one queued training job per backbone."""
     return submit_benchmark(json_body(BenchmarkRequest))
 
 
 @api.post("/benchmarks/sample")
-@documented(responses={201: "The sample benchmark and its queued jobs", 409: "No sample dataset"})
+@documented(responses={201: "The sample benchmark and its queued jobs", 409: "No sample dataset",
+                        503: "The broker did not take the jobs; nothing was kept"})
 def create_sample_benchmark():
     """Run the built-in sample benchmark on the sample dataset `tlbench up` created."""
     with database().transaction() as session:
@@ -201,7 +225,8 @@ def create_sample_benchmark():
 
 
 def submit_benchmark(body: BenchmarkRequest):
-    """Write the benchmark and its jobs, then enqueue each job; answers 201."""
+    """Write the benchmark and its jobs, then enqueue each job; answers 201, or 503 (and keeps nothing) when
+    the broker does not take them."""
     with database().transaction() as session:
         dataset = session.get(Dataset, body.dataset)
         if dataset is None:
@@ -211,9 +236,26 @@ def submit_benchmark(body: BenchmarkRequest):
                                          config=body.model_dump(), specs=body.job_specs(), pool=body.pool)
         jobs = [{"id": job.id, "backbone": job.backbone, "status": job.status.value} for job in benchmark.jobs]
     # Enqueue only after the commit, so a worker never looks for a row that isn't there yet.
-    for job in jobs:
-        enqueue_training(celery(), job["id"], body.pool)
+    try:
+        for job in jobs:
+            enqueue_training(celery(), job["id"], body.pool)
+    except Exception as error:
+        _withdraw(benchmark.id, error)
     return jsonify(id=benchmark.id, pool=body.pool, jobs=jobs), 201
+
+
+def _withdraw(benchmark_id: int, error: Exception):
+    """Remove a benchmark whose jobs could not all be sent, then refuse the submit: 503 when the broker is down.
+
+    A message that did go out finds its job gone and is dropped (claim_job).
+    """
+    with database().transaction() as session:
+        ops.delete_benchmark(session, benchmark_id)
+    if isinstance(error, BrokerUnreachable):
+        current_app.logger.warning("benchmark %s withdrawn: the broker did not take its jobs: %s", benchmark_id, error)
+        raise BadRequest("the job queue (broker) did not answer, so nothing was submitted; try again shortly",
+                         status=ServiceUnavailable.code) from None
+    raise error
 
 
 @api.get("/benchmarks")
@@ -226,7 +268,7 @@ def list_benchmarks():
         return jsonify(benchmarks=[benchmark_json(b, done) for b in benchmarks])
 
 
-@api.get("/benchmarks/<int:benchmark_id>")
+@api.get("/benchmarks/<id:benchmark_id>")
 @documented(responses={200: "The benchmark, its configuration and every job's summary", 404: "No such benchmark"})
 def get_benchmark(benchmark_id: int):
     """Show one benchmark."""
@@ -236,7 +278,7 @@ def get_benchmark(benchmark_id: int):
         return jsonify(benchmark_json(benchmark, done, detail=True))
 
 
-@api.get("/benchmarks/<int:benchmark_id>/epochs")
+@api.get("/benchmarks/<id:benchmark_id>/epochs")
 @documented(responses={200: "Every job's epochs, one series per backbone", 404: "No such benchmark"})
 def get_benchmark_epochs(benchmark_id: int):
     """All epochs of a benchmark in one call, for its charts."""
@@ -246,9 +288,11 @@ def get_benchmark_epochs(benchmark_id: int):
                                for job, epochs in series])
 
 
-@api.post("/benchmarks/<int:benchmark_id>/predict")
-@documented(multipart_file=True, responses={200: "Class probabilities per succeeded job", 409: "No job succeeded yet",
-                                            504: "No prediction worker answered in time"})
+@api.post("/benchmarks/<id:benchmark_id>/predict")
+@documented(multipart_file="image/*", responses={200: "Class probabilities per succeeded job",
+                                                 409: "No job succeeded yet",
+                                                 503: "No prediction worker is running",
+                                                 504: "No prediction worker answered in time"})
 def predict_benchmark(benchmark_id: int):
     """Predict one uploaded image with every succeeded job of the benchmark."""
     with database().transaction() as session:
@@ -262,14 +306,29 @@ def predict_benchmark(benchmark_id: int):
     except ImageRejected as refusal:
         raise BadRequest(str(refusal), "file") from None
     try:
-        return jsonify(predictions=run_prediction(celery(), image_path, jobs))
-    except PredictionTimeout as timeout:
-        raise BadRequest(str(timeout), status=504) from None
+        require_prediction_worker(celery(), database())
+        timeout = current_app.config.get("TLBENCH_PREDICT_TIMEOUT", PREDICT_TIMEOUT_SECONDS)
+        return jsonify(predictions=run_prediction(celery(), image_path, jobs, timeout))
+    except PredictionUnavailable as unavailable:
+        raise BadRequest(str(unavailable), status=503) from None
+    except PredictionTimeout as timed_out:
+        raise BadRequest(str(timed_out), status=504) from None
     finally:
-        image_path.unlink(missing_ok=True)
+        image_path.unlink(missing_ok=True)  # whatever happened, the upload goes
 
 
-@api.get("/jobs/<int:job_id>")
+@api.post("/weights")
+@documented(multipart_file=True, responses={201: "The id a benchmark's `weights` names the file by"})
+def upload_weights():
+    """Keep an uploaded weights file (HDF5, .h5 or .weights.h5) for benchmarks to start from."""
+    try:
+        weights_id, size = store_weights_upload(settings(), request.files.get("file"))
+    except WeightsRejected as refusal:
+        raise BadRequest(str(refusal), "file") from None
+    return jsonify(weights=weights_id, bytes=size), 201
+
+
+@api.get("/jobs/<id:job_id>")
 @documented(responses={200: "The job with its spec, summary and error", 404: "No such job"})
 def get_job(job_id: int):
     """Show one job."""
@@ -278,7 +337,7 @@ def get_job(job_id: int):
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True))
 
 
-@api.post("/jobs/<int:job_id>/cancel")
+@api.post("/jobs/<id:job_id>/cancel")
 @documented(responses={202: "The job, cancelled or asked to stop after its epoch", 409: "Already finished"})
 def cancel_job(job_id: int):
     """Cancel a job: a queued one never starts, a running one stops within one epoch."""
@@ -287,14 +346,18 @@ def cancel_job(job_id: int):
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True)), 202
 
 
-@api.post("/jobs/<int:job_id>/retry")
+@api.post("/jobs/<id:job_id>/retry")
 @documented(responses={202: "The job, queued again for a new attempt", 409: "Not failed or cancelled"})
 def retry_job(job_id: int):
     """Run a failed or cancelled job again from the start."""
     with database().transaction() as session:
         job = ops.reset_for_retry(session, job_id)
         shown = job_json(job, 0, detail=True)
-    enqueue_training(celery(), job_id, job.pool)
+    try:
+        enqueue_training(celery(), job_id, job.pool)
+    except BrokerUnreachable as error:  # the job is queued in the database: recovery sends it again
+        current_app.logger.warning("job %s: the broker did not take its retry (%s); a worker sends it later",
+                                   job_id, error)
     return jsonify(shown), 202
 
 
@@ -306,7 +369,7 @@ def list_workers():
         return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session)])
 
 
-@api.get("/jobs/<int:job_id>/epochs")
+@api.get("/jobs/<id:job_id>/epochs")
 @documented(responses={200: "The job's epoch metrics in order", 404: "No such job"})
 def get_job_epochs(job_id: int):
     """List a job's epochs."""
@@ -321,14 +384,27 @@ def _artifact_dir(job_id: int) -> Path:
     return settings().job_artifact_dir(job_id)
 
 
-@api.get("/jobs/<int:job_id>/artifacts")
+@api.get("/jobs/<id:job_id>/artifacts")
 @documented(responses={200: "Every file in the job's artifact folder", 404: "No such job"})
 def list_artifacts(job_id: int):
-    """List a job's artifact files with their sizes."""
+    """List a job's artifact files with their sizes; one that goes while listed (a checkpoint rotating) is left out."""
     folder = _artifact_dir(job_id)
-    files = sorted(path for path in folder.rglob("*") if _is_artifact(folder, path)) if folder.is_dir() else []
-    return jsonify(artifacts=[{"name": path.relative_to(folder).as_posix(), "bytes": path.stat().st_size}
-                              for path in files])
+    found = []
+    # os.walk skips a folder that vanishes under it (its default ignores listing errors); links are not followed.
+    for parent, _, names in os.walk(folder):
+        for path in (Path(parent, name) for name in names):
+            size = _size_if_artifact(folder, path)
+            if size is not None:
+                found.append({"name": path.relative_to(folder).as_posix(), "bytes": size})
+    return jsonify(artifacts=sorted(found, key=lambda artifact: artifact["name"]))
+
+
+def _size_if_artifact(folder: Path, path: Path) -> int | None:
+    """The file's size if it is an artifact and still there; None otherwise."""
+    try:
+        return path.stat().st_size if _is_artifact(folder, path) else None
+    except FileNotFoundError:
+        return None
 
 
 def _is_artifact(folder: Path, path: Path) -> bool:
@@ -336,7 +412,7 @@ def _is_artifact(folder: Path, path: Path) -> bool:
     return path.is_file() and path.resolve().is_relative_to(folder.resolve())
 
 
-@api.get("/jobs/<int:job_id>/artifacts/<path:name>")
+@api.get("/jobs/<id:job_id>/artifacts/<path:name>")
 @documented(responses={200: "The file", 404: "No such job or file"})
 def download_artifact(job_id: int, name: str):
     """Download one artifact; names outside the job's folder are not found."""

@@ -9,7 +9,9 @@ no login, no CSRF token. With one:
 - every route but /api/v1/health, /login and the static files needs either the header
   `Authorization: Bearer <token>` or the session cookie that logging in at /login sets;
 - every state-changing request that rides on the session cookie must carry the page's CSRF token
-  (Flask-WTF); bearer requests carry none, since a browser never adds that header by itself.
+  (Flask-WTF); bearer requests carry none, since a browser never adds that header by itself;
+- each client address may post the login form LOGIN_ATTEMPTS_PER_MINUTE times a minute (Flask-Limiter,
+  counting in the broker's Redis so that every web process of a deployment shares one count).
 """
 from __future__ import annotations
 
@@ -22,7 +24,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from db.settings import Settings
 
 TOKEN_ENV = "TLBENCH_TOKEN"
 SESSION_SECRET_FILE = "session_secret"
@@ -32,12 +39,16 @@ SESSION_FLAG = "authenticated"
 OPEN_ENDPOINTS = frozenset({"static", "api.health", "auth.login"})
 API_PREFIX = "/api/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Plenty for a person who mistypes; hopeless for guessing a long random token.
+LOGIN_ATTEMPTS_PER_MINUTE = 10
+TOO_MANY_LOGINS = (f"Too many login attempts from your address (at most {LOGIN_ATTEMPTS_PER_MINUTE} a minute). "
+                   "Wait a minute, then try again.")
 
 csrf = CSRFProtect()
 auth = Blueprint("auth", __name__)
 
 
-def configure_auth(app: Flask, token: str | None, home: Path) -> None:
+def configure_auth(app: Flask, token: str | None, settings: Settings) -> None:
     """Turn on login, bearer tokens and CSRF checks when a token is set; otherwise only register the routes."""
     token = configured_token(token)
     app.config["TLBENCH_TOKEN"] = token
@@ -47,13 +58,42 @@ def configure_auth(app: Flask, token: str | None, home: Path) -> None:
     csrf.init_app(app)
     app.register_blueprint(auth)
     app.register_error_handler(CSRFError, csrf_refused)
+    limit_login_attempts(app, settings.redis_url)
     app.before_request(refuse_cross_site_writes)
     if not token:
         return
-    app.secret_key = session_secret(home, token)
+    app.secret_key = session_secret(settings.home, token)
     app.config.update(SESSION_COOKIE_NAME="tlbench_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax")
     app.before_request(require_credentials)
+
+
+def limit_login_attempts(app: Flask, redis_url: str) -> None:
+    """Count login form posts per client address in the broker's Redis; past the limit, answer 429.
+
+    One limiter per app, since Flask-Limiter keeps its storage on the limiter object; its limit wraps this
+    app's login view (a decorated limit is checked by the wrapper, not by a before-request hook).
+    """
+    limiter = Limiter(get_remote_address, app=app, storage_uri=limiter_storage_uri(redis_url),
+                      key_prefix="tlbench-login", headers_enabled=True,
+                      # Redis down: log it and let the form through (the token is still checked) rather
+                      # than lock everyone out; the rest of the app is down with the broker anyway.
+                      swallow_errors=True)
+    endpoint = f"{auth.name}.{login.__name__}"
+    app.view_functions[endpoint] = limiter.limit(f"{LOGIN_ATTEMPTS_PER_MINUTE} per minute",
+                                                 methods=["POST"])(app.view_functions[endpoint])
+    app.register_error_handler(RateLimitExceeded, too_many_logins)
+
+
+def limiter_storage_uri(redis_url: str) -> str:
+    """The broker's URL as the limits library spells it: a Unix socket is redis+unix://, not redis+socket://."""
+    scheme, separator, rest = redis_url.partition("://")
+    return f"redis+unix://{rest}" if scheme == "redis+socket" else redis_url
+
+
+def too_many_logins(error: RateLimitExceeded):
+    """The login form again, saying why it refuses, with 429 and Retry-After (set by the limiter)."""
+    return render_template("login.html", next=safe_next(request.values.get("next")), problem=TOO_MANY_LOGINS), 429
 
 
 def configured_token(value: str | None) -> str | None:
@@ -126,7 +166,10 @@ def require_credentials():
     """Before every request: let it through, refuse it (401 JSON) or send a page visitor to /login."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    offered = _offered_bearer_token()
+    scheme, offered = _offered_credentials()
+    if scheme is not None and scheme != "bearer":
+        return _unauthorized(f"this server expects the header 'Authorization: Bearer <{TOKEN_ENV}>', not "
+                             f"{scheme.capitalize()} authentication")
     if offered is not None:
         # A bearer header is never added by a browser on its own, so it needs no CSRF token.
         return None if _is_the_token(offered) else _unauthorized("the bearer token is not valid")
@@ -139,13 +182,13 @@ def require_credentials():
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
-def _offered_bearer_token() -> str | None:
-    """The credentials of an Authorization header ("" when it is not a bearer token), or None without one."""
+def _offered_credentials() -> tuple[str | None, str | None]:
+    """An Authorization header's scheme (lower case) and credentials, or (None, None) without one."""
     header = request.headers.get("Authorization")
     if header is None:
-        return None
+        return None, None
     scheme, _, credentials = header.strip().partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" else ""
+    return scheme.lower(), credentials.strip()
 
 
 def _is_the_token(offered: str) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from werkzeug.datastructures import FileStorage
@@ -23,36 +24,63 @@ class DatasetRejected(ValueError):
 
 
 def store_upload(settings: Settings, upload: FileStorage) -> tuple[Path, ScannedDataset]:
-    """Save and safely extract an uploaded zip, then scan it; on any refusal nothing stays on disk."""
+    """Save and safely extract an uploaded zip, then scan it; if any step fails nothing stays on disk."""
     settings.upload_root.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     archive = settings.upload_root / f".upload-{token}.zip"
     destination = settings.upload_root / token
-    upload.save(archive)
     try:
+        upload.save(archive)
         root = extract_zip(archive, destination,
                            max_total_bytes=settings.max_upload_bytes * EXTRACTED_BYTES_PER_UPLOADED_BYTE)
     except UnsafeArchive as refusal:
         raise DatasetRejected("file", str(refusal)) from refusal
     finally:
         archive.unlink(missing_ok=True)
-    try:
+    with removed_unless_registered(settings, root, uploaded=True):
         return root, usable_scan(root, "file")
-    except DatasetRejected:
-        shutil.rmtree(destination, ignore_errors=True)
+
+
+@contextmanager
+def removed_unless_registered(settings: Settings, root: Path, uploaded: bool):
+    """Delete an uploaded dataset's folder if the block fails (refused scan, failed insert): nothing is left behind.
+
+    A folder registered by path belongs to its owner and is never touched.
+    """
+    try:
+        yield
+    except BaseException:
+        if uploaded:
+            shutil.rmtree(_upload_folder(settings, root), ignore_errors=True)
         raise
+
+
+def _upload_folder(settings: Settings, root: Path) -> Path:
+    """The folder one upload was extracted into (its dataset root may be a folder inside it)."""
+    return settings.upload_root / root.relative_to(settings.upload_root).parts[0]
+
+
+def under_data_roots(settings: Settings, requested: str) -> Path | None:
+    """The real path (links followed) behind a requested one if it lies under an allowed data root, else None.
+
+    It may not exist: whether a path outside the roots exists is never looked at, so no answer can tell.
+    """
+    try:
+        real = Path(requested).expanduser().resolve()
+    except (OSError, RuntimeError):  # a link loop, or ~user of an unknown user
+        return None
+    return real if any(real.is_relative_to(root) for root in settings.data_roots) else None
 
 
 def resolve_allowed_folder(settings: Settings, requested: str) -> Path:
     """The real folder behind a requested path, if it lies under an allowed data root."""
-    try:
-        folder = Path(requested).expanduser().resolve(strict=True)
-    except (OSError, RuntimeError):
-        raise DatasetRejected("path", f"{requested!r} does not exist") from None
-    if not any(folder.is_relative_to(root) for root in settings.data_roots):
+    folder = under_data_roots(settings, requested)
+    if folder is None:
         roots = ", ".join(str(root) for root in settings.data_roots)
         raise DatasetRejected("path", f"{requested!r} is not under an allowed data root ({roots}; "
                                       "set TLBENCH_DATA_ROOTS)")
+    if not folder.exists():
+        raise DatasetRejected("path", f"{requested!r} does not exist")
     if not folder.is_dir():
         raise DatasetRejected("path", f"{requested!r} is not a folder")
     return folder

@@ -23,10 +23,11 @@ ERROR_SCHEMA = {
 }
 
 
-def documented(body: type[BaseModel] | None = None, multipart_file: bool = False, responses: dict | None = None,
-               public: bool = False):
+def documented(body: type[BaseModel] | None = None, multipart_file: bool | str = False,
+               responses: dict | None = None, public: bool = False):
     """Attach what the OpenAPI document should say about a view's body and answers.
 
+    `multipart_file`: the view takes a multipart field `file`; a string names its media type (True: a zip).
     `public`: the route needs no token even when the server has one (the health check).
     """
     def attach(view):
@@ -68,7 +69,7 @@ def _operation(rule, view, declared: dict) -> dict:
     operation = {
         "operationId": rule.endpoint.split(".")[-1],
         "summary": (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else rule.endpoint,
-        "parameters": [_path_parameter(match) for match in PATH_PARAMETER.finditer(rule.rule)],
+        "parameters": [_path_parameter(match, rule.map.converters) for match in PATH_PARAMETER.finditer(rule.rule)],
         "responses": _responses(declared["responses"]),
     }
     if declared["public"]:
@@ -79,10 +80,11 @@ def _operation(rule, view, declared: dict) -> dict:
     return operation
 
 
-def _path_parameter(match: re.Match) -> dict:
-    """A path parameter with the type its URL converter enforces."""
-    schema_type = CONVERTER_TYPES.get(match["converter"] or "", "string")
-    return {"name": match["name"], "in": "path", "required": True, "schema": {"type": schema_type}}
+def _path_parameter(match: re.Match, converters: dict) -> dict:
+    """A path parameter with what its URL converter enforces: its own `openapi_schema`, or a plain type."""
+    name = (match["converter"] or "default").split("(")[0]
+    schema = getattr(converters.get(name), "openapi_schema", None) or {"type": CONVERTER_TYPES.get(name, "string")}
+    return {"name": match["name"], "in": "path", "required": True, "schema": dict(schema)}
 
 
 def _request_content(declared: dict) -> dict:
@@ -91,9 +93,10 @@ def _request_content(declared: dict) -> dict:
     if declared["body"]:
         content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{declared['body'].__name__}"}}
     if declared["multipart_file"]:
+        media_type = "application/zip" if declared["multipart_file"] is True else declared["multipart_file"]
         content["multipart/form-data"] = {"schema": {
             "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "contentMediaType": "application/zip"},
+            "properties": {"file": {"type": "string", "contentMediaType": media_type},
                            "name": {"type": "string"}}}}
     return content
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from flask import Blueprint, render_template, send_file
+from flask import Blueprint, current_app, render_template, send_file
+
+from db import operations as ops
 
 pages = Blueprint("pages", __name__)
 
@@ -14,8 +16,11 @@ VENDOR_MAX_AGE_SECONDS = 7 * 24 * 3600
 
 @pages.get("/")
 def index():
-    """Every benchmark, with a way to run the sample one when there is none."""
-    return render_template("index.html")
+    """Every benchmark, with a way to run the sample one when there is none and the sample dataset exists
+    (the gunicorn config writes it; an app started another way offers only the upload)."""
+    with current_app.extensions["tlbench.database"].transaction() as session:
+        has_sample = ops.sample_dataset(session) is not None
+    return render_template("index.html", has_sample=has_sample)
 
 
 @pages.get("/benchmarks/new")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, Worker
+from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, Worker
 from db.operations import worker_status
 from worker.celery_app import PREDICT_QUEUE
 
@@ -56,8 +56,9 @@ def job_json(job: Job, epochs_done: int, detail: bool = False) -> dict:
 
 
 def leader(benchmark: Benchmark) -> dict | None:
-    """The succeeded job with the best validation accuracy, or None yet."""
-    scored = [job for job in benchmark.jobs if job.summary and job.summary.get("best_val_accuracy") is not None]
+    """The succeeded job with the best validation accuracy, or None yet (a cancelled job's partial run never leads)."""
+    scored = [job for job in benchmark.jobs if job.status is JobStatus.SUCCEEDED and job.summary
+              and job.summary.get("best_val_accuracy") is not None]
     if not scored:
         return None
     best = max(scored, key=lambda job: job.summary["best_val_accuracy"])

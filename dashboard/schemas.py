@@ -1,11 +1,12 @@
 """Request bodies of the JSON API, validated with pydantic; errors name the field."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from dashboard.converters import LARGEST_ROW_ID
+from dashboard.weights import WEIGHTS_REFUSED, resolve_weights
 from db.models import DEFAULT_POOL
 from jobs.backbones import BACKBONES, SEED_BACKBONES, get_backbone
 from worker.celery_app import POOL_NAME, pool_name_problem
@@ -13,10 +14,28 @@ from worker.celery_app import POOL_NAME, pool_name_problem
 SPECIAL_WEIGHTS = ("imagenet", "none")
 
 
+def whole_number(value):
+    """A float without a fraction (5.0) as the int it equals; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class RequestModel(BaseModel):
     """Strict: no unknown fields, no silent type coercion ("5" is not a number)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def whole_numbers_are_integers(cls, value):
+        """5.0 is 5: JSON, and JSON Schema's "integer", don't tell them apart (strict mode alone would refuse it).
+
+        A number field still takes it (strict floats take ints); a boolean still refuses it.
+        """
+        if isinstance(value, dict):
+            return {key: whole_number(item) for key, item in value.items()}
+        return whole_number(value)
 
 
 class DatasetPathRequest(RequestModel):
@@ -26,24 +45,65 @@ class DatasetPathRequest(RequestModel):
     name: Annotated[str | None, Field(default=None, min_length=1, max_length=200)] = None
 
 
-ImageSize = Annotated[int, Field(ge=1, le=2048)]
+LARGEST_IMAGE_SIZE = 2048
+ImageSize = Annotated[int, Field(ge=1, le=LARGEST_IMAGE_SIZE)]
+# No backbone takes less; sizes_fit_backbones names the backbone when a size is below its own minimum.
+SMALLEST_MINIMUM_SIZE = min(backbone.min_size for backbone in BACKBONES.values())
+
+
+def _size_schema(minimum: int) -> dict:
+    """The JSON Schema of one image size, from `minimum` px."""
+    return {"type": "integer", "minimum": minimum, "maximum": LARGEST_IMAGE_SIZE}
+
+
+def document_image_size(schema: dict) -> None:
+    """Say in the OpenAPI document what sizes_fit_backbones checks of each form of image_size.
+
+    One size for all: at least the smallest minimum (document_size_minimums adds the larger ones). Per
+    backbone: a known name, at least its minimum. That such a name is also in `backbones` is said only in
+    words: a JSON Schema cannot compare two fields.
+    """
+    schema["anyOf"] = [
+        _size_schema(SMALLEST_MINIMUM_SIZE),
+        {"type": "object", "additionalProperties": False,
+         "properties": {name: _size_schema(backbone.min_size) for name, backbone in BACKBONES.items()}},
+        {"type": "null"},
+    ]
+
+
+def document_size_minimums(schema: dict) -> None:
+    """Say in the OpenAPI document that one size for all must suit every backbone listed: a rule per minimum."""
+    minimums: dict[int, list[str]] = {}
+    for name, backbone in BACKBONES.items():
+        minimums.setdefault(backbone.min_size, []).append(name)
+    schema["allOf"] = [
+        {"if": {"required": ["backbones"], "properties": {"backbones": {"contains": {"enum": names}}}},
+         "then": {"properties": {"image_size": {"minimum": minimum}}}}
+        for minimum, names in sorted(minimums.items()) if minimum > SMALLEST_MINIMUM_SIZE
+    ]
 
 
 class BenchmarkRequest(RequestModel):
     """One dataset, a list of backbones, and the training configuration they share."""
 
+    model_config = ConfigDict(json_schema_extra=document_size_minimums)
+
     name: Annotated[str | None, Field(default=None, min_length=1, max_length=200)] = None
-    dataset: Annotated[int, Field(ge=1, description="Id of a registered dataset")]
-    backbones: Annotated[list[str], Field(min_length=1, max_length=len(BACKBONES))]
+    dataset: Annotated[int, Field(ge=1, le=LARGEST_ROW_ID, description="Id of a registered dataset")]
+    # The names are checked by known_and_distinct (its message points to /backbones); the document lists them.
+    backbones: Annotated[list[str], Field(min_length=1, max_length=len(BACKBONES), json_schema_extra={
+        "items": {"type": "string", "enum": list(BACKBONES)}, "uniqueItems": True})]
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     image_size: ImageSize | dict[str, ImageSize] | None = Field(
-        default=None, validate_default=True,
-        description="One size for all, or backbone → size; default: each backbone's own")
+        default=None, validate_default=True, json_schema_extra=document_image_size,
+        description="One size for all, or backbone → size (each one of `backbones`); default: each backbone's "
+                    "own. No size may be below its backbone's minimum (GET /api/v1/backbones)")
     learning_rate: Annotated[float, Field(gt=0, le=10)] = 1e-3
     patience: Annotated[int, Field(ge=0, le=10_000)] = 10
-    weights: Annotated[str, Field(min_length=1, max_length=4096,
-                                  description='"imagenet", "none", or the path of a weights file')] = "imagenet"
+    weights: Annotated[str, Field(min_length=1, max_length=4096, description=(
+        '"imagenet", "none", the id POST /api/v1/weights answered, or the path of a file under TLBENCH_DATA_ROOTS'
+    ))] = "imagenet"
     augment: bool = False
     fine_tune_layers: Annotated[int, Field(ge=0, le=10_000)] = 0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
@@ -78,11 +138,16 @@ class BenchmarkRequest(RequestModel):
 
     @field_validator("weights")
     @classmethod
-    def weights_choice_or_file(cls, weights: str) -> str:
-        """Either a named choice or an existing weights file."""
-        if weights in SPECIAL_WEIGHTS or Path(weights).is_file():
+    def weights_choice_or_allowed_file(cls, weights: str, info: ValidationInfo) -> str:
+        """A named choice, an uploaded file's id, or a file under the data roots; a file becomes its real path,
+        which the workers load. Without the app's settings in the validation context, no file is allowed."""
+        if weights in SPECIAL_WEIGHTS:
             return weights
-        raise ValueError(f'must be "imagenet", "none" or the path of an existing weights file, not {weights!r}')
+        settings = (info.context or {}).get("settings")
+        path = resolve_weights(settings, weights) if settings is not None else None
+        if path is None:
+            raise ValueError(WEIGHTS_REFUSED)  # the same words whether or not the file exists
+        return str(path)
 
     @field_validator("image_size")
     @classmethod

@@ -18,9 +18,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from db.models import Base
-from db.session import is_sqlite, make_engine, normalize_url
+from db.session import is_sqlite, make_engine, normalize_url, unusable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The schema every tlbench made with create_all before it had migrations.
@@ -50,11 +51,17 @@ def head_revision() -> str:
 
 
 def upgrade(database_url: str) -> None:
-    """Bring the database to the newest revision; an unversioned database of an earlier tlbench is adopted."""
-    with locked_connection(database_url) as connection:
-        config = alembic_config(connection)
-        _adopt_unversioned(connection, config)
-        command.upgrade(config, "head")
+    """Bring the database to the newest revision; an unversioned database of an earlier tlbench is adopted.
+
+    Raises db.session.DatabaseUnusable, with the server's one-line reason, when the database can't be opened.
+    """
+    try:
+        with locked_connection(database_url) as connection:
+            config = alembic_config(connection)
+            _adopt_unversioned(connection, config)
+            command.upgrade(config, "head")
+    except OperationalError as error:  # no server, refused login, unwritable file...
+        raise unusable(database_url, str(error.orig or error)) from None
 
 
 def current_revision(database_url: str) -> str | None:

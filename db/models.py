@@ -1,4 +1,4 @@
-"""The tables: datasets, benchmarks, jobs and their epochs."""
+"""The tables: datasets, benchmarks, jobs and their epochs; and the database's clock (DatabaseNow)."""
 from __future__ import annotations
 
 import enum
@@ -17,13 +17,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now, so every timestamp is unambiguous in the API."""
-    return datetime.now(timezone.utc)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, query_expression, relationship
+from sqlalchemy.sql.functions import FunctionElement
 
 
 class UtcDateTime(TypeDecorator):
@@ -41,6 +39,29 @@ class UtcDateTime(TypeDecorator):
         if value is None or value.tzinfo is not None:
             return value
         return value.replace(tzinfo=timezone.utc)
+
+
+class DatabaseNow(FunctionElement):
+    """The database server's current time in UTC: the one clock of every timestamp, whichever host writes it.
+
+    Liveness is judged on it too (db/operations.py), so hosts whose clocks disagree agree on it.
+    """
+
+    type = UtcDateTime()
+    inherit_cache = True
+
+
+@compiles(DatabaseNow)
+def _database_now(element, compiler, **kw) -> str:
+    """PostgreSQL's now(): the transaction's start, timezone-aware."""
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(DatabaseNow, "sqlite")
+def _sqlite_now(element, compiler, **kw) -> str:
+    """SQLite's CURRENT_TIMESTAMP keeps whole seconds only; this is UTC to the millisecond, in the format
+    SQLAlchemy stores datetimes in ('YYYY-MM-DD HH:MM:SS.fff'), so stored times compare as text."""
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
 class Base(DeclarativeBase):
@@ -84,7 +105,7 @@ class Dataset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     # Every kept file as [path, label, subset]; only the worker needs it, so it loads on demand.
     manifest: Mapped[list] = deferred(mapped_column(JSON))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
 
     benchmarks: Mapped[list[Benchmark]] = relationship(back_populates="dataset")
 
@@ -98,7 +119,7 @@ class Benchmark(Base):
     name: Mapped[str] = mapped_column(String(200))
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     config: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
 
     dataset: Mapped[Dataset] = relationship(back_populates="benchmarks")
     jobs: Mapped[list[Job]] = relationship(back_populates="benchmark", order_by="Job.id")
@@ -137,13 +158,19 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     phase: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set only when recovery puts a running job back in the queue: its next attempt may carry on from the
+    # checkpoint. Every other attempt (the first, a retry, after a cancel) starts from epoch 1.
+    resumable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the job's message was last sent to the broker (database clock); a queued job not claimed
+    # for a while is sent again (worker/recovery.py).
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     benchmark: Mapped[Benchmark] = relationship(back_populates="jobs")
     epochs: Mapped[list[Epoch]] = relationship(back_populates="job", order_by="Epoch.epoch")
@@ -165,7 +192,7 @@ class Epoch(Base):
     learning_rate: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
     images_per_second: Mapped[float | None] = mapped_column(Float)
-    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
 
     job: Mapped[Job] = relationship(back_populates="epochs")
 
@@ -181,12 +208,14 @@ class Worker(Base):
     device: Mapped[str] = mapped_column(String(200))
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     queues: Mapped[list] = mapped_column(JSON)
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The latest device and system figures (GPU utilisation and memory where NVML is available,
     # CPU and RAM), refreshed with each heartbeat; None until the first.
     metrics: Mapped[dict | None] = mapped_column(JSON)
+    # Whether it beat recently, by the database's clock; filled by db.operations.list_workers.
+    online: Mapped[bool | None] = query_expression()
 
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "images_per_second")

@@ -8,26 +8,30 @@ SELECT ... FOR NO KEY UPDATE on PostgreSQL, where transactions run at READ COMMI
 workers claiming one job then take turns, and the second sees it running. On SQLite every
 transaction already holds the write lock from its start (BEGIN IMMEDIATE), and FOR UPDATE is not
 emitted.
+
+Every liveness time (a job's start, heartbeat and last send; a worker's heartbeat) is the database
+server's clock (`database_now`), and every "how long ago" is judged against that same clock, so hosts
+whose clocks disagree neither lose live jobs nor keep dead ones.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, with_expression
 
 from db.models import (
     DEFAULT_POOL,
     EPOCH_METRICS,
     FINISHED_STATUSES,
     Benchmark,
+    DatabaseNow,
     Dataset,
     Epoch,
     Job,
     JobStatus,
     Worker,
-    utcnow,
 )
 
 # A worker that has not beaten for this long is shown offline.
@@ -48,6 +52,11 @@ class NotFound(LookupError):
 
 class Conflict(ValueError):
     """The request does not fit the row's current state (cancelling a finished job, say)."""
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's current time (UTC, timezone-aware): the one clock of every liveness check."""
+    return session.scalar(select(DatabaseNow()))
 
 
 def _lock(session: Session, model, row_id: int):
@@ -85,10 +94,20 @@ def create_benchmark(session: Session, *, name: str, dataset_id: int, config: di
                      pool: str = DEFAULT_POOL) -> Benchmark:
     """Insert a benchmark and one queued job per spec (each spec names its backbone), all in one pool."""
     benchmark = Benchmark(name=name, dataset_id=dataset_id, config=config)
-    benchmark.jobs = [Job(backbone=spec["backbone"], spec=spec, status=JobStatus.QUEUED, pool=pool) for spec in specs]
+    sent_at = database_now(session)  # the caller sends every job right after the commit
+    benchmark.jobs = [Job(backbone=spec["backbone"], spec=spec, status=JobStatus.QUEUED, pool=pool, sent_at=sent_at)
+                      for spec in specs]
     session.add(benchmark)
     session.flush()
     return benchmark
+
+
+def delete_benchmark(session: Session, benchmark_id: int) -> None:
+    """Remove a benchmark with its jobs and their epochs (a submit whose jobs could not be sent)."""
+    job_ids = list(session.scalars(_locked(select(Job.id).where(Job.benchmark_id == benchmark_id))))
+    session.execute(delete(Epoch).where(Epoch.job_id.in_(job_ids)))
+    session.execute(delete(Job).where(Job.id.in_(job_ids)))
+    session.execute(delete(Benchmark).where(Benchmark.id == benchmark_id))
 
 
 def list_benchmarks(session: Session) -> list[Benchmark]:
@@ -104,15 +123,31 @@ def job_epochs(session: Session, job_id: int) -> list[Epoch]:
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
-    """Mark a queued job running for a new attempt; None when it is not queued (cancelled, taken, gone)."""
+    """Mark a queued job running for a new attempt; None when it is not queued (cancelled, taken, gone).
+
+    A queued job someone asked to stop is cancelled instead: it never trains again.
+    """
     job = _lock(session, Job, job_id)
     if job is None or job.status is not JobStatus.QUEUED:
         return None
-    now = utcnow()
+    now = database_now(session)
+    if job.cancel_requested:
+        _end_cancelled(job, now)
+        return None
     job.status, job.worker, job.attempt = JobStatus.RUNNING, worker, job.attempt + 1
     job.started_at, job.heartbeat_at, job.finished_at = now, now, None
     job.error = job.traceback = job.summary = None
     return job.attempt
+
+
+def may_resume(session: Session, job_id: int) -> bool:
+    """Whether the job's current attempt may carry on from its checkpoint (recovery put it back)."""
+    return bool(session.scalar(select(Job.resumable).where(Job.id == job_id)))
+
+
+def _end_cancelled(job: Job, now: datetime) -> None:
+    """End a job that was asked to stop as cancelled; nothing of it may resume."""
+    job.status, job.finished_at, job.phase, job.resumable = JobStatus.CANCELLED, now, None, False
 
 
 def _owned_job(session: Session, job_id: int, attempt: int) -> Job | None:
@@ -129,14 +164,15 @@ def record_epoch(session: Session, job_id: int, attempt: int, epoch: int, metric
     if job is None:
         return False
     values = {name: _finite_or_none(metrics.get(name)) for name in EPOCH_METRICS}
+    now = database_now(session)
     row = session.scalar(select(Epoch).where(Epoch.job_id == job_id, Epoch.epoch == epoch))
     if row is None:
-        session.add(Epoch(job_id=job_id, epoch=epoch, **values))
+        session.add(Epoch(job_id=job_id, epoch=epoch, recorded_at=now, **values))
     else:
         for name, value in values.items():
             setattr(row, name, value)
-        row.recorded_at = utcnow()
-    job.heartbeat_at = utcnow()
+        row.recorded_at = now
+    job.heartbeat_at = now
     return True
 
 
@@ -156,16 +192,26 @@ def _locked(query):
 
 
 def _requeue(session: Session, jobs: list[Job], reason: str) -> list[QueuedJob]:
-    """Put running jobs back in the queue (their next attempt resumes from the checkpoint)."""
+    """Put running jobs whose process died back in the queue, to resume from their checkpoint; the caller sends them.
+
+    A job someone asked to stop ends cancelled instead: its epoch callback never got to read the flag.
+    """
+    now = database_now(session)
+    requeued = []
     for job in jobs:
-        job.status, job.phase = JobStatus.QUEUED, reason
-    return [QueuedJob(job.id, job.pool) for job in jobs]
+        if job.cancel_requested:
+            _end_cancelled(job, now)
+            continue
+        job.status, job.phase, job.resumable, job.sent_at = JobStatus.QUEUED, reason, True, now
+        requeued.append(QueuedJob(job.id, job.pool))
+    return requeued
 
 
 def requeue_lost_jobs(session: Session, lost_after: timedelta) -> list[QueuedJob]:
     """Re-queue running jobs whose attempt has not beaten for lost_after: their process is gone."""
+    silent_since = database_now(session) - lost_after
     stale = session.scalars(_locked(select(Job).where(Job.status == JobStatus.RUNNING,
-                                                      Job.heartbeat_at < utcnow() - lost_after)))
+                                                      Job.heartbeat_at < silent_since)))
     return _requeue(session, list(stale), "re-queued: its worker stopped answering")
 
 
@@ -180,9 +226,28 @@ def requeue_jobs_held_by(session: Session, worker: str) -> list[QueuedJob]:
 
 
 def queued_jobs(session: Session) -> list[QueuedJob]:
-    """Every queued job with its pool, oldest first (to put back on a broker that lost its messages)."""
-    rows = session.execute(select(Job.id, Job.pool).where(Job.status == JobStatus.QUEUED).order_by(Job.id))
-    return [QueuedJob(job_id, pool) for job_id, pool in rows]
+    """Every queued job with its pool, oldest first, marked sent now (for a broker that lost its messages)."""
+    return _mark_sent(session, select(Job).where(Job.status == JobStatus.QUEUED))
+
+
+def jobs_to_send_again(session: Session, unclaimed_for: timedelta) -> list[QueuedJob]:
+    """Queued jobs sent longer than unclaimed_for ago (or never), marked sent now: each at most once per interval.
+
+    Their message may have been lost (a send that failed after the commit), or may still wait behind
+    others; a second message is harmless, since only one attempt can claim a job.
+    """
+    sent_before = database_now(session) - unclaimed_for
+    return _mark_sent(session, select(Job).where(Job.status == JobStatus.QUEUED,
+                                                 (Job.sent_at < sent_before) | Job.sent_at.is_(None)))
+
+
+def _mark_sent(session: Session, query) -> list[QueuedJob]:
+    """Lock the jobs the query selects and record that they are sent now (the caller sends them after the commit)."""
+    jobs = list(session.scalars(_locked(query)))
+    now = database_now(session)
+    for job in jobs:
+        job.sent_at = now
+    return [QueuedJob(job.id, job.pool) for job in jobs]
 
 
 def _finite_or_none(value) -> float | None:
@@ -195,7 +260,7 @@ def _finite_or_none(value) -> float | None:
 
 def heartbeat(session: Session, job_id: int, attempt: int, phase: str | None = None) -> bool:
     """Say the attempt is alive (and what it is doing); False when it lost the job."""
-    values = {"heartbeat_at": utcnow()}
+    values = {"heartbeat_at": DatabaseNow()}
     if phase is not None:
         values["phase"] = phase
     result = session.execute(
@@ -218,8 +283,8 @@ def finish_job(session: Session, job_id: int, attempt: int, status: JobStatus, s
     if job is None:
         return False
     job.status, job.summary, job.error, job.traceback = status, summary, error, traceback
-    job.finished_at = job.heartbeat_at = utcnow()
-    job.phase = None
+    job.finished_at = job.heartbeat_at = database_now(session)
+    job.phase, job.resumable = None, False
     return True
 
 
@@ -253,19 +318,23 @@ def request_cancel(session: Session, job_id: int) -> Job:
         raise Conflict(f"job {job_id} has already {job.status.value}")
     job.cancel_requested = True
     if job.status is JobStatus.QUEUED:
-        job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+        _end_cancelled(job, database_now(session))
     return job
 
 
 def reset_for_retry(session: Session, job_id: int) -> Job:
-    """Put a failed or cancelled job back in the queue, its old epochs and results cleared."""
+    """Put a failed or cancelled job back in the queue to start from epoch 1, its old epochs and results cleared.
+
+    The caller sends it after the commit; the worker that claims it removes the earlier attempts' files.
+    """
     job = get_existing(session, Job, job_id, lock=True)
     if job.status not in RETRYABLE_STATUSES:
         raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
     session.execute(delete(Epoch).where(Epoch.job_id == job_id))
-    job.status, job.cancel_requested = JobStatus.QUEUED, False
+    job.status, job.cancel_requested, job.resumable = JobStatus.QUEUED, False, False
     job.error = job.traceback = job.summary = job.phase = None
     job.started_at = job.finished_at = job.heartbeat_at = None
+    job.sent_at = database_now(session)
     return job
 
 
@@ -273,7 +342,7 @@ def register_worker(session: Session, name: str, host: str, device: str, memory_
                     queues: list[str], metrics: dict | None = None) -> None:
     """Record a worker that just started (or started again under the same name), with its first metrics."""
     worker = session.scalar(select(Worker).where(Worker.name == name)) or Worker(name=name)
-    now = utcnow()
+    now = database_now(session)
     worker.host, worker.device, worker.memory_bytes, worker.queues = host, device, memory_bytes, queues
     worker.started_at = worker.heartbeat_at = now
     worker.stopped_at, worker.metrics = None, metrics
@@ -282,7 +351,7 @@ def register_worker(session: Session, name: str, host: str, device: str, memory_
 
 def worker_heartbeat(session: Session, name: str, metrics: dict | None = None) -> None:
     """Say the worker is alive; store its latest metrics when it measured them."""
-    values = {"heartbeat_at": utcnow()}
+    values = {"heartbeat_at": DatabaseNow()}
     if metrics is not None:
         values["metrics"] = metrics
     session.execute(update(Worker).where(Worker.name == name).values(**values))
@@ -290,18 +359,24 @@ def worker_heartbeat(session: Session, name: str, metrics: dict | None = None) -
 
 def worker_stopped(session: Session, name: str) -> None:
     """Record a clean shutdown."""
-    session.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+    session.execute(update(Worker).where(Worker.name == name).values(stopped_at=DatabaseNow()))
 
 
 def worker_status(worker: Worker) -> str:
-    """"stopped" after a clean shutdown, "offline" when silent for WORKER_OFFLINE_AFTER, else "online"."""
+    """"stopped" after a clean shutdown, "offline" when silent for WORKER_OFFLINE_AFTER, else "online".
+
+    The worker must come from list_workers, which judges its silence on the database's clock.
+    """
     if worker.stopped_at is not None:
         return "stopped"
-    return "online" if utcnow() - worker.heartbeat_at < WORKER_OFFLINE_AFTER else "offline"
+    return "online" if worker.online else "offline"
 
 
 def list_workers(session: Session) -> list[tuple[Worker, Job | None]]:
-    """Every known worker with the job it is running (and that job's benchmark), if any."""
+    """Every known worker (whether it beat recently, judged on the database's clock) with the job it is running."""
     running_jobs = select(Job).where(Job.status == JobStatus.RUNNING).options(selectinload(Job.benchmark))
     running = {job.worker: job for job in session.scalars(running_jobs)}
-    return [(worker, running.get(worker.name)) for worker in session.scalars(select(Worker).order_by(Worker.name))]
+    beat_recently = Worker.heartbeat_at >= database_now(session) - WORKER_OFFLINE_AFTER
+    workers = select(Worker).options(with_expression(Worker.online, beat_recently)).order_by(Worker.name)
+    return [(worker, running.get(worker.name))
+            for worker in session.scalars(workers.execution_options(populate_existing=True))]

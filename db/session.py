@@ -9,13 +9,43 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WAL_SWITCH_RETRY_SECONDS = 0.01
 # The PostgreSQL driver tlbench ships (psycopg 3); plain postgresql:// URLs are given to it.
 POSTGRES_DRIVER = "postgresql+psycopg"
+# The databases whose SQL tlbench's schema, migrations and row locks are written for (docs/database.md).
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+class DatabaseUnusable(RuntimeError):
+    """DATABASE_URL names a database tlbench cannot use: not a URL, another kind of database, a driver that
+    is not installed, or a server that does not answer. The message is one line and shows no password."""
+
+
+def unusable(url: str, problem: str) -> DatabaseUnusable:
+    """The error that says which database cannot be used, and why."""
+    try:
+        shown = f" {shown_url(url)}"
+    except ArgumentError:  # not a URL at all: it may hold a password nobody can find to hide
+        shown = " of DATABASE_URL"
+    return DatabaseUnusable(f"cannot use the database{shown}: {' '.join(problem.split())}")
+
+
+def checked_url(url: str) -> URL:
+    """The parsed URL of a database tlbench can use; DatabaseUnusable otherwise."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise unusable(url, "DATABASE_URL is not a database URL (sqlite:///path or "
+                            "postgresql://user:password@host/name)") from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise unusable(url, f"tlbench works with SQLite and PostgreSQL, not {parsed.get_backend_name()} "
+                            "(sqlite:///path or postgresql://user:password@host/name)")
+    return parsed
 
 
 def normalize_url(url: str) -> str:
@@ -33,7 +63,7 @@ def shown_url(url: str) -> str:
 
 def is_sqlite(url: str) -> bool:
     """Whether a database URL names a SQLite database."""
-    return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+    return checked_url(url).get_backend_name() == "sqlite"
 
 
 class Database:
@@ -72,10 +102,17 @@ class Database:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a long busy timeout, foreign keys and BEGIN IMMEDIATE."""
+    """Create an engine; SQLite gets WAL, a long busy timeout, foreign keys and BEGIN IMMEDIATE.
+
+    Raises DatabaseUnusable for a URL tlbench cannot use (see checked_url) or whose driver is missing.
+    """
     url = normalize_url(url)
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
+        try:
+            return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
+        except ImportError as error:  # e.g. postgresql+psycopg2:// without psycopg2
+            raise unusable(url, f"its driver is not installed ({error}); postgresql:// uses psycopg 3, "
+                                "which tlbench ships") from None
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_serializer=dumps_json)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_immediate)

@@ -7,7 +7,9 @@ last and moved into place whole, which names the files that belong together. A w
 mid-write leaves at most a file no state names, never a state naming a half-written file.
 
 A job that ends (succeeded, cancelled or failed) removes its checkpoint: it exists only while a job
-may still be resumed.
+may still be resumed. Only an attempt that recovery put back may resume it; the worker removes it
+before any other attempt (worker/runner.py), which covers what an attempt left when it died or
+failed before training.
 """
 
 from __future__ import annotations

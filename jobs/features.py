@@ -31,6 +31,8 @@ from jobs.spec import JobSpec
 FEATURE_BATCH_SIZE_ACCELERATOR = 256
 FEATURE_BATCH_SIZE_CPU = 64
 HASH_CHUNK_BYTES = 2**20
+# Features live in this sub-folder of the cache, beside the decoded images.
+FEATURES_FOLDER = "features"
 HEAD_LAYERS = (HEAD_HIDDEN_LAYER, PROBABILITIES_LAYER)
 # Compiled heads this process keeps, by backend, feature count, class count and precision (least
 # recently used first); a head is a few MB.
@@ -63,7 +65,12 @@ def weights_identity(spec: JobSpec) -> str:
 def feature_cache_path(cache_dir: Path, dataset_sha256: str, spec: JobSpec, policy: str = "float32") -> Path:
     """Where the pooled features of this dataset, backbone, size, weights and precision live."""
     name = f"{dataset_sha256}-{spec.backbone}-{spec.image_size}px-{weights_identity(spec)}-{policy}.npy"
-    return Path(cache_dir) / "features" / name
+    return Path(cache_dir) / FEATURES_FOLDER / name
+
+
+def cache_root_of(features_path: Path) -> Path:
+    """The cache folder a feature_cache_path lies in (the cap counts every entry under it)."""
+    return Path(features_path).parent.parent
 
 
 def feature_extractor(classifier):
@@ -87,7 +94,7 @@ def pooled_features(classifier, images: np.ndarray, cache_path: Path) -> np.ndar
         with partial.open("wb") as destination:
             np.save(destination, np.asarray(features, dtype=np.float32))
 
-    return cached_array(cache_path, compute)
+    return cached_array(cache_path, compute, root=cache_root_of(cache_path))
 
 
 def compiled_head(feature_count: int, class_count: int):

@@ -53,4 +53,5 @@ def load_uint8_images(
     `files` must be the full file list of the scanned dataset whose hash is `dataset_sha256`.
     """
     cache_path = Path(cache_dir) / f"{dataset_sha256}-{image_size}px.npy"
-    return cached_array(cache_path, lambda partial: _decode_all(partial, Path(dataset_root), files, image_size))
+    return cached_array(cache_path, lambda partial: _decode_all(partial, Path(dataset_root), files, image_size),
+                        root=Path(cache_dir))

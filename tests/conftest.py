@@ -10,7 +10,7 @@ import redis
 
 from db.session import Database
 from db.settings import load_settings
-from dbutil import BACKENDS, connect_postgres, sqlite_url
+from dbutil import BACKENDS, connect_postgres, empty_database_url, postgres_server_url
 from stackutil import running_stack
 from tlbench.stack import wait_for_redis
 
@@ -68,15 +68,14 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """The PostgreSQL server of this run; fails (never skips) when it does not answer. Its databases go at the end."""
-    server = connect_postgres()
-    yield server
-    server.drop_all()
+    """The PostgreSQL server of this run: $TLBENCH_TEST_POSTGRES, or a throwaway embedded one when that is unset.
 
-
-def empty_database_url(request, backend: str, folder: Path) -> str:
-    """A new, empty database of one backend: a SQLite file in `folder`, or a fresh PostgreSQL database."""
-    return sqlite_url(folder) if backend == "sqlite" else request.getfixturevalue("postgres").create_database()
+    Fails (never skips) when a named server does not answer. Its databases go at the end; an embedded
+    server is stopped and its folder deleted."""
+    with postgres_server_url() as server_url:
+        server = connect_postgres(server_url)
+        yield server
+        server.drop_all()
 
 
 @pytest.fixture(params=BACKENDS)

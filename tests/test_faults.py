@@ -1,7 +1,8 @@
 """Faults injected into a real stack (`tlbench up`: embedded Redis, Celery workers, gunicorn):
-a killed worker or pool child, a worker that goes silent, a broker that restarts empty. Each time
-the job ends `succeeded` with exactly one epoch row per epoch, and a job that was cut off resumes
-after its last finished epoch."""
+a killed worker or pool child, a worker that goes silent, a broker that restarts empty, a message
+that was never sent. Each time the job ends `succeeded` with exactly one epoch row per epoch, and a
+job that was cut off resumes after its last finished epoch; a job cancelled before its worker died
+ends cancelled."""
 from __future__ import annotations
 
 import os
@@ -11,29 +12,43 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import requests
 
+from db import operations as ops
+from db.session import Database
+from db.settings import embedded_redis_socket, load_settings
 from imagegen import make_image_folder
+from jobs.spec import JobSpec
 from stackutil import running_stack, wait_until
+from worker.recovery import BROKER_MARKER
 
 EPOCHS = 24
 JOB_SECONDS = 300
+SHORT_JOB_SECONDS = 120  # two epochs
 RESTART_SECONDS = 10
-# A silent job is re-queued after this long (the workers check every 10 s).
-LOST_AFTER_SECONDS = 4
+# A silent job is re-queued, and a queued job nobody claimed is sent again, after this long (the workers
+# check every 10 s). Longer than the 10 s between a running job's heartbeats: with less, a first epoch
+# that traces for a few seconds looked silent, and its job ran again. Jobs waiting their turn get extra
+# messages: each is dropped at its claim.
+LOST_AFTER_SECONDS = 15
+RESEND_AFTER_SECONDS = 3
+FAULT_SETTINGS = {"TLBENCH_JOB_LOST_AFTER": str(LOST_AFTER_SECONDS),
+                  "TLBENCH_QUEUED_RESEND_AFTER": str(RESEND_AFTER_SECONDS)}
 
 
 @pytest.fixture(scope="module")
 def faulty_stack(tmp_path_factory):
     """A stack of its own (processes get killed here) that declares a job lost after a few seconds."""
-    os.environ["TLBENCH_JOB_LOST_AFTER"] = str(LOST_AFTER_SECONDS)
+    os.environ.update(FAULT_SETTINGS)
     try:
         with running_stack(tmp_path_factory.mktemp("faults-home")) as stack:
             folder = make_image_folder(tmp_path_factory.mktemp("images") / "shapes", classes=2, per_class=10, size=32)
             stack["dataset"] = register_dataset(stack["url"], folder)
             yield stack
     finally:
-        del os.environ["TLBENCH_JOB_LOST_AFTER"]
+        for name in FAULT_SETTINGS:
+            del os.environ[name]
 
 
 def register_dataset(url: str, folder: Path) -> int:
@@ -167,3 +182,41 @@ def test_a_full_disk_fails_the_job_with_a_clear_error_and_keeps_the_database_con
     assert retried.status_code == 202 and retried.json()["status"] == "queued"
     state = finished(faulty_stack, job_id)
     assert (state["status"], state["attempt"]) == ("succeeded", 2)
+
+
+def test_a_job_cancelled_while_running_whose_worker_dies_ends_cancelled_and_never_trains_again(faulty_stack):
+    job_id, = submit(faulty_stack)
+    before = running_with_epochs(faulty_stack, job_id, 1)
+    worker = training_worker(faulty_stack)
+    child = pool_child(worker)
+    child.send_signal(signal.SIGSTOP)  # frozen mid-epoch: its callback never reads the cancel flag
+    cancelled = requests.post(f"{faulty_stack['url']}/api/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "running"
+    worker.send_signal(signal.SIGKILL)  # its child dies with it; the restarted worker finds the job it held
+    state = finished(faulty_stack, job_id)
+    assert (state["status"], state["attempt"]) == ("cancelled", 1), state
+    wait_until(lambda: training_worker(faulty_stack).pid != worker.pid, RESTART_SECONDS, "a new training worker")
+    state = job(faulty_stack, job_id)
+    assert (state["status"], state["attempt"]) == ("cancelled", 1)
+    assert state["epochs_done"] <= before["epochs_done"] + 1  # nothing trained after the kill
+
+
+def test_a_job_whose_message_was_lost_is_sent_again_and_runs(faulty_stack):
+    # As when the broker fails the send right after the commit: the job is queued, and no message exists.
+    spec = JobSpec(backbone="VGG16", image_size=32, epochs=2, batch_size=4, learning_rate=1e-3, patience=2,
+                   weights="none")
+    settings = load_settings({"TLBENCH_HOME": str(faulty_stack["home"])})
+    broker = redis.Redis(unix_socket_path=str(embedded_redis_socket(settings.home)))
+    # Once a worker has checked the broker, the re-send of a broker that restarted empty is done with.
+    wait_until(lambda: broker.exists(BROKER_MARKER), 30, "the workers' first recovery check")
+    broker.close()
+    database = Database(settings.database_url)
+    try:
+        with database.transaction() as session:
+            job_id = ops.create_benchmark(session, name="lost send", dataset_id=faulty_stack["dataset"], config={},
+                                          specs=[spec.model_dump()]).jobs[0].id
+    finally:
+        database.dispose()
+    state = wait_until(lambda: (found := job(faulty_stack, job_id))["status"] not in ("queued", "running") and found,
+                       RESEND_AFTER_SECONDS + 10 + SHORT_JOB_SECONDS, f"the lost job {job_id} to run")
+    assert (state["status"], state["attempt"]) == ("succeeded", 1), state

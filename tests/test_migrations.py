@@ -26,8 +26,8 @@ from stackutil import wait_until
 from tlbench.stack import prepare_state
 
 ROOT = Path(__file__).resolve().parents[1]
-# The columns an earlier tlbench's create_all did not make (revision 0002 adds them).
-NEWER_COLUMNS = {"jobs": "pool", "workers": "metrics"}
+# The columns an earlier tlbench's create_all did not make (revisions 0002 and 0003 add them).
+NEWER_COLUMNS = (("jobs", "pool"), ("workers", "metrics"), ("jobs", "sent_at"), ("jobs", "resumable"))
 
 
 def assert_at_head(database_url: str) -> None:
@@ -68,11 +68,11 @@ def create_all(database_url: str) -> None:
 
 
 def drop_newer_columns(database_url: str) -> None:
-    """Take away the columns an earlier tlbench's create_all did not make (revision 0002 adds them)."""
+    """Take away the columns an earlier tlbench's create_all did not make (revisions 0002 and 0003 add them)."""
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            for table, column in NEWER_COLUMNS.items():
+            for table, column in NEWER_COLUMNS:
                 connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
             assert "alembic_version" not in inspect(connection).get_table_names()
     finally:

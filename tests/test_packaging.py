@@ -1,16 +1,23 @@
 """The ways to run tlbench besides `make run`: Procfile and docker-compose.yml, as docs/operations.md tells."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from honcho.environ import parse_procfile
+
+from stackutil import free_port, healthy, wait_until
+from test_keepalive import slowest_poll_seconds
+from tlbench.stack import web_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -53,11 +60,79 @@ def test_procfile_tlbench_commands_parse():
             build_parser().parse_args(argv[1:])
 
 
+def run_procfile_web(*extra: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """The Procfile's web command with `extra` options, through a shell as honcho runs it."""
+    command = f"{procfile_commands()['web']} {shlex.join(extra)}"
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env})
+
+
 def test_procfile_web_command_loads_the_app(tmp_path):
-    argv = procfile()["web"]
-    result = subprocess.run([str(BIN / argv[0]), "--check-config", *argv[1:]], capture_output=True, text=True,
-                            env={**os.environ, "TLBENCH_HOME": str(tmp_path)}, timeout=120)
+    result = run_procfile_web("--check-config", env={"TLBENCH_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def dockerfile_command() -> list[str]:
+    """The image's default command (the web app), from the Dockerfile's CMD."""
+    line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    return json.loads(line.removeprefix("CMD "))
+
+
+def gunicorn_settings(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """The settings `gunicorn --print-config` printed, as text."""
+    assert result.returncode == 0, result.stderr[-2000:]
+    pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+@pytest.mark.parametrize("start", ["tlbench up", "Procfile", "Dockerfile"])
+def test_every_start_of_gunicorn_keeps_connections_longer_than_any_poll_and_no_shared_socket(start, tmp_path):
+    env = {"TLBENCH_HOME": str(tmp_path)}
+    if start == "Procfile":
+        result = run_procfile_web("--print-config", env=env)
+    else:
+        argv = web_process("127.0.0.1", 8000, 2).argv if start == "tlbench up" else \
+            [str(BIN / "gunicorn"), *dockerfile_command()[1:]]
+        result = subprocess.run([*argv, "--print-config"], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, **env})
+    settings = gunicorn_settings(result)
+    assert int(settings["keepalive"]) > slowest_poll_seconds()
+    assert settings["control_socket_disable"] == "True"  # no ~/.gunicorn/gunicorn.ctl shared by every stack
+
+
+def test_compose_web_runs_the_images_command():
+    assert "command" not in compose()["services"]["web"]
+
+
+def test_the_procfile_web_app_alone_creates_the_sample_its_page_offers(tmp_path):
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(TLBENCH_HOME=str(tmp_path / "home"), TLBENCH_PORT=str(port), PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    honcho = subprocess.Popen([str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "start", "redis", "web"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url) or honcho.poll() is not None, 60, "the Procfile's redis and web to start")
+        assert honcho.poll() is None, "honcho exited early"
+        assert "Run the sample benchmark" in requests.get(url, timeout=10).text
+        created = requests.post(f"{url}/api/v1/benchmarks/sample", timeout=30)
+        assert created.status_code == 201, created.text
+    finally:
+        if honcho.poll() is None:
+            os.killpg(honcho.pid, signal.SIGTERM)  # honcho, and the processes it started
+        honcho.wait(timeout=60)
+
+
+@pytest.mark.parametrize("database_url", ["mysql://tlbench:secret@db.example/tlbench",
+                                          "postgresql://tlbench:secret@127.0.0.1:{port}/tlbench"])
+def test_the_procfile_web_app_says_in_one_line_that_it_cannot_use_the_database(database_url, tmp_path):
+    url = database_url.format(port=free_port())
+    result = run_procfile_web(env={"TLBENCH_HOME": str(tmp_path), "DATABASE_URL": url, "TLBENCH_PORT": str(free_port())},
+                              timeout=60)
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if "cannot use the database" in line]
+    assert len(said) == 1 and said[0].startswith("tlbench: cannot use the database "), result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
 
 
 def compose_command() -> list[str] | None:

@@ -15,8 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
+import requests
+
 from imagegen import make_image_folder
-from stackutil import free_port
+from stackutil import free_port, running_stack
 from tlbench import cli
 from tlbench.stack import ACCESS_LOG_FORMAT, check_exposure, is_loopback, web_process
 
@@ -99,14 +101,29 @@ def test_up_refuses_a_public_address_without_a_token_and_starts_nothing(tmp_path
     ("127.0.0.1", True), ("localhost", True), ("::1", True), ("[::1]", True), ("127.0.0.2", True),
     ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("example.org", False),
 ])
-def test_only_loopback_addresses_go_without_a_token(host, loopback):
+def test_only_loopback_addresses_go_without_a_token_and_allowed_host_names(host, loopback):
     assert is_loopback(host) is loopback
     if loopback:
         check_exposure(host, environ={})
     else:
         with pytest.raises(RuntimeError, match="TLBENCH_TOKEN"):
             check_exposure(host, environ={})
-    check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN})  # with a token, any address
+        with pytest.raises(RuntimeError, match="TLBENCH_ALLOWED_HOSTS"):
+            check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN, "TLBENCH_ALLOWED_HOSTS": " , "})
+    check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN, "TLBENCH_ALLOWED_HOSTS": "bench.example.org"})
+
+
+def test_up_refuses_a_public_address_without_allowed_host_names_and_starts_nothing(tmp_path):
+    home = tmp_path / "home"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("TLBENCH_ALLOWED_HOSTS", "REDIS_URL", "DATABASE_URL", "TLBENCH_HOME")}
+    result = subprocess.run([sys.executable, "-m", "tlbench", "up", "--host", "0.0.0.0", "--port", str(free_port()),
+                             "--home", str(home)], env={**env, "TLBENCH_TOKEN": TOKEN}, capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refusing to listen on 0.0.0.0 without TLBENCH_ALLOWED_HOSTS" in lines[0], lines
+    assert not home.exists() and processes_mentioning(str(home)) == []
 
 
 @pytest.mark.parametrize("host, bind", [("127.0.0.1", "127.0.0.1:8000"), ("::1", "[::1]:8000"), ("[::1]", "[::1]:8000")])
@@ -141,6 +158,14 @@ def test_the_api_refuses_requests_without_the_token(secure_client, method, path,
     response = secure_client.open(path, method=method, headers=headers)
     assert response.status_code == 401 and response.json["error"].startswith("unauthorized: ")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_basic_auth_is_told_that_the_server_expects_a_bearer_token(secure_client):
+    basic = "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()
+    response = secure_client.get("/api/v1/benchmarks", headers={"Authorization": basic})
+    assert response.status_code == 401
+    assert response.json["error"] == ("unauthorized: this server expects the header 'Authorization: Bearer "
+                                      "<TLBENCH_TOKEN>', not Basic authentication")
 
 
 def test_the_api_answers_with_the_token(secure_client, folder):
@@ -393,3 +418,161 @@ def test_an_unhandled_error_answers_500_without_a_traceback(settings, monkeypatc
             assert response.status_code == 500 and "Traceback" not in body and "internal detail" not in body
     finally:
         app.extensions["tlbench.database"].dispose()
+
+
+# --- Host header: DNS rebinding -----------------------------------------------------------------------------
+
+# A page on another site whose name is rebound to 127.0.0.1 reaches the server with its own name as Host.
+FOREIGN_HOSTS = ["evil.example:8000", "evil.example", "localhost.evil.example", "127.0.0.1.evil.example:8000",
+                 "[::2]:8000", "10.0.0.7", "local host", "localhost:99999"]
+LOOPBACK_HOSTS = ["localhost", "localhost:8000", "127.0.0.1", "127.0.0.1:8000", "127.0.0.2:5000", "[::1]",
+                  "[::1]:8000", "LocalHost:8000"]
+EVERY_KIND_OF_ROUTE = [("GET", "/"), ("GET", "/workers"), ("GET", "/static/tlbench.css"), ("GET", "/login"),
+                       ("POST", "/login"), ("GET", "/api/v1/health"), ("GET", "/api/v1/benchmarks"),
+                       ("POST", "/api/v1/datasets"), ("POST", "/api/v1/benchmarks/sample"),
+                       ("GET", "/api/v1/no-such-route"), ("GET", "/api/v1/jobs/1/cancel")]
+
+
+def assert_foreign_host_refused(response, host: str) -> None:
+    """400 in the API's error shape, naming the Host header."""
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.is_json and set(response.json) == {"error", "field"}, response.get_data(as_text=True)[:300]
+    assert response.json["field"] == "Host" and response.json["error"].startswith("Host: "), response.json
+    assert "TLBENCH_ALLOWED_HOSTS" in response.json["error"]
+
+
+@pytest.mark.parametrize("method, path", EVERY_KIND_OF_ROUTE)
+@pytest.mark.parametrize("host", FOREIGN_HOSTS)
+def test_a_foreign_host_header_is_refused_on_every_route(client, method, path, host):
+    assert_foreign_host_refused(client.open(path, method=method, headers={"Host": host}), host)
+
+
+@pytest.mark.parametrize("method, path", EVERY_KIND_OF_ROUTE)
+def test_a_foreign_host_header_is_refused_before_login_is_asked_for(secure_client, method, path):
+    assert_foreign_host_refused(secure_client.open(path, method=method, headers={"Host": "evil.example:8000"}),
+                                "evil.example:8000")
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS)
+def test_loopback_names_and_addresses_are_answered_on_any_port(client, host):
+    assert client.get("/api/v1/benchmarks", headers={"Host": host}).status_code == 200
+    assert client.get("/", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_hosts_add_names_and_addresses_for_a_public_address(settings):
+    from dashboard import create_app
+
+    app = create_app({"TESTING": True, "TLBENCH_SETTINGS": settings,
+                      "TLBENCH_ALLOWED_HOSTS": " bench.example.org, 192.168.1.20 ,[fd00::7],.lab.example"})
+    try:
+        client = app.test_client()
+        for host in ("bench.example.org", "bench.example.org:8000", "192.168.1.20:8000", "[fd00::7]:8000",
+                     "gpu.lab.example", "localhost:8000"):
+            assert client.get("/api/v1/benchmarks", headers={"Host": host}).status_code == 200, host
+        for host in ("evil.example", "bench.example.org.evil.example", "192.168.1.21", "[fd00::8]", "lab.example.com"):
+            assert_foreign_host_refused(client.get("/api/v1/benchmarks", headers={"Host": host}), host)
+    finally:
+        app.extensions["tlbench.database"].dispose()
+
+
+def test_allowed_hosts_come_from_the_environment(settings, monkeypatch):
+    from dashboard import create_app
+
+    monkeypatch.setenv("TLBENCH_ALLOWED_HOSTS", "bench.example.org")
+    app = create_app({"TESTING": True, "TLBENCH_SETTINGS": settings})
+    try:
+        assert app.test_client().get("/api/v1/benchmarks", headers={"Host": "bench.example.org"}).status_code == 200
+    finally:
+        app.extensions["tlbench.database"].dispose()
+
+
+def raw_http(url: str, method: str, path: str, host: str) -> tuple[int, bytes]:
+    """Send one request with exactly this Host header over a plain socket; (status, body)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n"
+                           "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_running_stack_refuses_a_rebound_host_on_get_and_post(tmp_path):
+    with running_stack(tmp_path / "home") as stack:
+        url = stack["url"]
+        port = url.rsplit(":", 1)[1]
+        rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        for method, path in [("GET", "/api/v1/benchmarks"), ("GET", "/api/v1/datasets"), ("GET", "/"),
+                             ("POST", "/api/v1/benchmarks/sample"), ("POST", "/api/v1/jobs/1/cancel")]:
+            response = requests.request(method, url + path, headers=rebound, timeout=30)
+            assert response.status_code == 400, (method, path, response.text[:300])
+            assert response.json()["field"] == "Host", response.text[:300]
+        assert requests.get(f"{url}/api/v1/benchmarks", timeout=30).json() == {"benchmarks": []}  # nothing was run
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            assert raw_http(url, "GET", "/api/v1/datasets", host)[0] == 200, host
+        status, body = raw_http(url, "POST", "/api/v1/jobs/1/cancel", f"evil.example:{port}")
+        assert status == 400 and b'"field":"Host"' in body.replace(b" ", b"")
+
+
+# --- Login attempts ---------------------------------------------------------------------------------------
+
+
+def wrong_login(client, address: str = "192.0.2.1"):
+    """One failed login from `address`, the way a browser posts the form."""
+    client.environ_base["REMOTE_ADDR"] = address
+    form = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)[1]
+    return client.post("/login", data={"token": "wrong", "csrf_token": csrf})
+
+
+def test_login_attempts_are_limited_per_client_address(secure_client, secure_app):
+    from dashboard.auth import LOGIN_ATTEMPTS_PER_MINUTE
+
+    for _ in range(LOGIN_ATTEMPTS_PER_MINUTE):
+        assert wrong_login(secure_client).status_code == 401
+    refused = wrong_login(secure_client)
+    assert refused.status_code == 429
+    assert "Too many login attempts from your address" in refused.get_data(as_text=True)
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert log_in(secure_client).status_code == 429  # even the right token waits: no guess is checked
+    # Another address is not affected, and logs in.
+    assert wrong_login(secure_client, "192.0.2.2").status_code == 401
+    secure_client.environ_base["REMOTE_ADDR"] = "192.0.2.2"
+    assert log_in(secure_client).status_code == 302
+
+
+def test_login_still_works_when_the_broker_that_counts_attempts_is_down(settings, caplog):
+    import dataclasses
+
+    from dashboard import create_app
+
+    unreachable = dataclasses.replace(settings, redis_url="redis://127.0.0.1:9/0")
+    app = create_app({"TESTING": True, "TLBENCH_SETTINGS": unreachable, "TLBENCH_TOKEN": TOKEN})
+    try:
+        client = app.test_client()
+        assert wrong_login(client).status_code == 401
+        assert log_in(client).status_code == 302
+        assert "Failed to rate limit" in caplog.text  # said in the log, not to the visitor
+    finally:
+        app.extensions["tlbench.database"].dispose()
+
+
+def test_the_login_limit_is_shared_by_every_web_process_of_a_broker(secure_client, settings):
+    """Two gunicorn workers are two apps: they count attempts together, in the broker's Redis."""
+    from dashboard import create_app
+    from dashboard.auth import LOGIN_ATTEMPTS_PER_MINUTE
+
+    other = create_app({"TESTING": True, "TLBENCH_SETTINGS": settings, "TLBENCH_TOKEN": TOKEN})
+    try:
+        other_client = other.test_client()
+        for attempt in range(LOGIN_ATTEMPTS_PER_MINUTE):
+            assert wrong_login(secure_client if attempt % 2 else other_client).status_code == 401
+        assert wrong_login(other_client).status_code == 429
+        assert wrong_login(secure_client).status_code == 429
+    finally:
+        other.extensions["tlbench.database"].dispose()

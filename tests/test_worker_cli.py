@@ -28,11 +28,14 @@ def registered_workers(database: Database) -> list[str]:
         return []
 
 
-def test_a_worker_started_on_an_empty_home_registers_itself(tmp_path, redis_socket):
+def test_a_worker_started_on_an_empty_home_registers_itself_and_stops_quietly(tmp_path, redis_socket):
     home = tmp_path / "home"
     env = {**os.environ, "TLBENCH_HOME": str(home), "REDIS_URL": f"redis+socket://{redis_socket}"}
     env.pop("DATABASE_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "tlbench", "worker", "--gpus", "none"], env=env)
+    output = tmp_path / "output"
+    with output.open("w") as sink:  # a file, not a pipe: the workers' logs must never block on a full pipe
+        process = subprocess.Popen([sys.executable, "-m", "tlbench", "worker", "--gpus", "none"], env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT)
     database = Database(f"sqlite:///{home / 'tlbench.db'}")
     try:
         names = wait_until(lambda: len(registered_workers(database)) == 2 and registered_workers(database),
@@ -42,6 +45,9 @@ def test_a_worker_started_on_an_empty_home_registers_itself(tmp_path, redis_sock
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         database.dispose()
+    said = output.read_text()
+    assert "tlbench: started cpu1@" in said and "SIGTERM received, stopping" in said
+    assert "Traceback" not in said, said
 
 
 FAKE_GPUS = [Gpu("0", "Fake A", 80 * 2**30), Gpu("1", "Fake B", 80 * 2**30), Gpu("2", "Fake C", 40 * 2**30)]

@@ -1,4 +1,4 @@
-"""`tlbench`: up, worker, datasets, submit."""
+"""`tlbench`: up, worker, redis, datasets, submit."""
 from __future__ import annotations
 
 import argparse
@@ -11,13 +11,15 @@ from tlbench.client import DEFAULT_URL, ApiClient, ApiError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run one command; API refusals exit 1 with the server's message."""
+    """Parse the command line and run one command; refusals and unusable services exit 1 with one line."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
     except (ApiError, ValueError, RuntimeError) as error:
         print(f"tlbench: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took over (waiting for the broker, say)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,17 +115,20 @@ def run_up(args) -> int:
 
 
 def run_worker(args) -> int:
-    """Run this host's workers in the foreground."""
+    """Run this host's workers in the foreground, once the database and the broker answer."""
     from db.models import DEFAULT_POOL
     from db.settings import load_settings
-    from tlbench.stack import prepare_state
+    from tlbench.stack import prepare_state, wait_for_broker
     from tlbench.supervisor import Supervisor
     from worker.launch import worker_processes
 
     pools = _worker_pools(args)
     _use_home(args.home)
+    settings = load_settings()
     # The workers register themselves at start: their table must exist, even before any web app runs.
-    prepare_state(load_settings()).dispose()
+    prepare_state(settings).dispose()
+    # Without a broker they would register, then only retry it; better one line now than that.
+    wait_for_broker(settings)
     supervisor = Supervisor()
     specs = worker_processes(args.gpus, cpu_workers=args.workers, pools=pools)
     for spec in specs:

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import redis
 from filelock import FileLock, Timeout
-from sqlalchemy.exc import OperationalError
+from kombu import Connection
+from kombu.exceptions import OperationalError as BrokerError
+from kombu.utils.url import maybe_sanitize_url
 
 from dashboard.auth import TOKEN_ENV, configured_token
+from dashboard.hosts import ALLOWED_HOSTS_ENV, parse_allowed_hosts
 from dashboard.dataset_registry import dataset_fields
 from db import operations as ops
 from db.migrate import upgrade
-from db.session import Database, shown_url
+from db.session import Database
 from db.settings import Settings, embedded_redis_socket, ensure_folders
 from jobs.datasets import scan_dataset
 from jobs.sample import write_sample_dataset
@@ -23,6 +26,11 @@ from tlbench.supervisor import Supervisor
 from worker.launch import ProcessSpec, worker_processes
 
 REDIS_START_SECONDS = 20.0
+# How long `tlbench worker` waits for the broker before it gives up: the Procfile and docker compose start
+# Redis at the same moment as the workers.
+BROKER_WAIT_SECONDS = 10.0
+# gunicorn's settings module, which every start of the web app names (see tlbench/gunicorn_conf.py).
+GUNICORN_CONFIG = "python:tlbench.gunicorn_conf"
 WEB_THREADS = 8
 # gunicorn's default access log prints %(u)s, the user name of a Basic Authorization header; this one
 # prints no credentials and no header at all (tokens never travel in URLs, so %(r)s is safe).
@@ -30,7 +38,7 @@ ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
 class ExposedWithoutToken(RuntimeError):
-    """`tlbench up` was asked to listen beyond this machine without TLBENCH_TOKEN."""
+    """`tlbench up` was asked to listen beyond this machine without TLBENCH_TOKEN or TLBENCH_ALLOWED_HOSTS."""
 
 
 def is_loopback(host: str) -> bool:
@@ -44,12 +52,20 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(host: str, environ=None) -> None:
-    """Refuse to serve a non-loopback address without a token, before anything starts."""
+    """Refuse to serve a non-loopback address without a token, or without the names browsers will use
+    (TLBENCH_ALLOWED_HOSTS), before anything starts."""
     environ = os.environ if environ is None else environ
-    if not is_loopback(host) and not configured_token(environ.get(TOKEN_ENV)):
+    if is_loopback(host):
+        return
+    if not configured_token(environ.get(TOKEN_ENV)):
         raise ExposedWithoutToken(f"refusing to listen on {host} without {TOKEN_ENV}: anyone who can reach it "
                                   f"could run jobs and read every model; set {TOKEN_ENV} to a long random secret, "
                                   "or keep the default --host 127.0.0.1")
+    if not parse_allowed_hosts(environ.get(ALLOWED_HOSTS_ENV)):
+        raise ExposedWithoutToken(f"refusing to listen on {host} without {ALLOWED_HOSTS_ENV}: the web app answers "
+                                  "only loopback names unless told others, so no other machine could use it; set "
+                                  f"{ALLOWED_HOSTS_ENV} to the names or addresses browsers will use, comma-separated "
+                                  "(e.g. bench.example.org,192.168.1.20)")
 
 
 def embedded_redis_process(settings: Settings) -> ProcessSpec:
@@ -82,15 +98,16 @@ def host_and_port(host: str, port: int) -> str:
 
 
 def web_process(host: str, port: int, web_workers: int) -> ProcessSpec:
-    """gunicorn with threaded workers, so pages that poll or stream don't starve each other."""
-    argv = [sys.executable, "-m", "gunicorn", "--bind", host_and_port(host, port), "--workers", str(web_workers),
-            "--worker-class", "gthread", "--threads", str(WEB_THREADS), "--access-logfile", "-",
-            "--access-logformat", ACCESS_LOG_FORMAT, "dashboard.wsgi:app"]
+    """gunicorn with threaded workers, so pages that poll or stream don't starve each other, and with the
+    settings every start of the web app shares (keep-alive, control socket, the sample dataset)."""
+    argv = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, "--bind", host_and_port(host, port),
+            "--workers", str(web_workers), "--worker-class", "gthread", "--threads", str(WEB_THREADS),
+            "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT, "dashboard.wsgi:app"]
     return ProcessSpec(name="web", argv=argv, env={})
 
 
-class DatabaseUnreachable(RuntimeError):
-    """The database of DATABASE_URL (or the home's SQLite file) cannot be opened or migrated."""
+class BrokerUnreachable(RuntimeError):
+    """The broker of REDIS_URL (or the home's embedded Redis) does not answer."""
 
 
 class HomeInUse(RuntimeError):
@@ -98,33 +115,60 @@ class HomeInUse(RuntimeError):
 
 
 def ensure_sample_dataset(settings: Settings, database: Database) -> None:
-    """On first start, write and register the sample dataset, so a new user can try a benchmark at once."""
-    with database.transaction() as session:
-        if ops.sample_dataset(session) is not None:
-            return
-    root = settings.home / "sample"
-    if not root.is_dir():
-        write_sample_dataset(root)
-    with database.transaction() as session:
-        ops.add_dataset(session, sample=True, **dataset_fields("Sample shapes", root, False, scan_dataset(root)))
+    """On first start, write and register the sample dataset, so a new user can try a benchmark at once.
+
+    `tlbench up` and each web app's gunicorn do it; the lock lets only one of them write it.
+    """
+    with FileLock(settings.home / "sample.lock"):
+        with database.transaction() as session:
+            if ops.sample_dataset(session) is not None:
+                return
+        root = settings.home / "sample"
+        if not root.is_dir():
+            write_sample_dataset(root)
+        with database.transaction() as session:
+            ops.add_dataset(session, sample=True, **dataset_fields("Sample shapes", root, False, scan_dataset(root)))
 
 
 def prepare_state(settings: Settings) -> Database:
     """Create the state folders and bring the database to the newest schema (Alembic migrations),
-    before the processes that use it start; several `tlbench up`/`worker` may do it at once."""
+    before the processes that use it start; several `tlbench up`/`worker` may do it at once.
+
+    Raises db.session.DatabaseUnusable, one line naming the database and why, when it can't be used.
+    """
     ensure_folders(settings)
-    try:
-        upgrade(settings.database_url)
-    except OperationalError as error:
-        raise DatabaseUnreachable(f"cannot use the database {shown_url(settings.database_url)}: "
-                                  f"{str(error.orig).strip()}") from None
+    upgrade(settings.database_url)
     return Database(settings.database_url)
+
+
+def prepare_web_state(settings: Settings) -> None:
+    """What the web app needs before it starts: the migrated database and the sample dataset."""
+    database = prepare_state(settings)
+    try:
+        ensure_sample_dataset(settings, database)
+    finally:
+        database.dispose()  # gunicorn forks its workers next: no pooled connection may cross a fork
+
+
+def wait_for_broker(settings: Settings, timeout: float = BROKER_WAIT_SECONDS) -> None:
+    """Block until the broker accepts a connection; BrokerUnreachable, naming it, after `timeout` seconds."""
+    with Connection(settings.redis_url, connect_timeout=2) as connection:
+        try:
+            connection.ensure_connection(max_retries=None, interval_start=0.2, interval_step=0.5, interval_max=1,
+                                         timeout=timeout)
+        except BrokerError as error:
+            hint = (f"start `tlbench redis` or `tlbench up` on {settings.home}, or set REDIS_URL"
+                    if settings.embedded_redis else "check REDIS_URL")
+            shown = maybe_sanitize_url(settings.redis_url)  # the password, if any, as **
+            raise BrokerUnreachable(f"cannot reach the broker {shown} within {timeout:g} s: {error} ({hint})") from None
 
 
 def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str, web_workers: int = 2,
               pools: tuple[str, ...] = ()) -> int:
     """Start everything once per home, print the URL, and supervise until Ctrl-C or SIGTERM."""
     database = prepare_state(settings)
+    if not settings.embedded_redis:
+        wait_for_broker(settings)
     try:
         with FileLock(settings.home / "up.lock", blocking=False):
             ensure_sample_dataset(settings, database)

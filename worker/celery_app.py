@@ -68,8 +68,13 @@ def die_with_the_worker(**_) -> None:
 
 
 def enqueue_training(app: Celery, job_id: int, pool: str) -> None:
-    """Put one job on its pool's queue; the message carries only the job id."""
-    app.send_task(TRAIN_TASK, args=[job_id], queue=pool)
+    """Put one job on its pool's queue; the message carries only the job id.
+
+    Raises kombu's OperationalError within about a second when the broker does not answer. No result is
+    awaited: without ignore_result the client would first subscribe to the result backend, and retry
+    that for 20 s when Redis is down.
+    """
+    app.send_task(TRAIN_TASK, args=[job_id], queue=pool, ignore_result=True)
 
 
 def pool_name_problem(name: str) -> str | None:

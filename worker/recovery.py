@@ -1,14 +1,18 @@
 """Put lost jobs back on the queue; the database, not the broker, is the source of truth.
 
-Three ways a job is lost, and what brings it back:
+Four ways a job is lost, and what brings it back:
 - its worker restarted (killed, then restarted by `tlbench up`): the worker re-queues the jobs it
   held as it starts, since it runs nothing yet;
 - its process went silent (the whole worker died, or its host): any worker re-queues a running job
   whose heartbeat is older than TLBENCH_JOB_LOST_AFTER (60 s);
 - the broker restarted empty (the embedded Redis keeps nothing on disk): a marker key set by the
-  first worker that checks is gone, so every queued job is sent again.
-A job sent twice is harmless: only one attempt can claim it (db.operations.claim_job), and the
-new attempt resumes from the job's last checkpointed epoch.
+  first worker that checks is gone, so every queued job is sent again;
+- its message was never sent (the broker was down for a moment after the job was committed), or
+  was lost some other way: any worker sends again a queued job that nobody claimed within
+  TLBENCH_QUEUED_RESEND_AFTER (60 s) of its last send, at most once per that interval.
+A job sent twice is harmless: only one attempt can claim it (db.operations.claim_job). A job put
+back after its process died resumes from its last checkpointed epoch; a job cancelled while it ran
+ends cancelled instead.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from celery import Celery
 
 from db import operations as ops
 from db.session import Database
+from db.settings import DEFAULT_QUEUED_RESEND_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +50,20 @@ def requeue_held_jobs(app: Celery, database: Database, worker_name: str) -> list
     return [job.id for job in held]
 
 
-def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float) -> list[int]:
-    """Re-queue silent running jobs, and every queued job if the broker lost its messages."""
+def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float,
+                      resend_after_seconds: float = DEFAULT_QUEUED_RESEND_AFTER_SECONDS) -> list[int]:
+    """Re-queue silent running jobs; send again every queued job if the broker lost its messages, else
+    those nobody claimed within resend_after_seconds of their last send."""
     broker_lost_messages = bool(app.backend.client.set(BROKER_MARKER, "1", nx=True))
     with database.transaction() as session:
         silent = ops.requeue_lost_jobs(session, timedelta(seconds=lost_after_seconds))
-        queued = ops.queued_jobs(session) if broker_lost_messages else []
+        if broker_lost_messages:
+            queued, why = ops.queued_jobs(session), "the broker holds nothing sent before it (re)started"
+        else:
+            queued = ops.jobs_to_send_again(session, timedelta(seconds=resend_after_seconds))
+            why = f"nobody claimed them within {resend_after_seconds:g} s of their last send"
     send_again(app, silent, "their heartbeat stopped")
-    # On a broker that just started, nothing tells lost messages from ones never sent: a queued job
-    # may now have two messages, and the second finds it taken and is dropped.
-    send_again(app, [job for job in queued if job not in silent], "the broker holds nothing sent before it (re)started")
+    # Nothing tells a lost message from one still waiting its turn: a queued job may now have two
+    # messages, and the second finds it taken and is dropped.
+    send_again(app, [job for job in queued if job not in silent], why)
     return sorted({job.id for job in silent} | {job.id for job in queued})

@@ -49,7 +49,9 @@ class WorkerRegistry(bootsteps.StartStopStep):
     def _beat(self, worker) -> None:
         """Say this worker is alive, and bring back jobs that others lost."""
         self._write(ops.worker_heartbeat, worker.hostname, _metrics())
-        self._guarded(recovery.recover_lost_jobs, worker.app, load_settings().job_lost_after_seconds)
+        settings = load_settings()
+        self._guarded(recovery.recover_lost_jobs, worker.app, settings.job_lost_after_seconds,
+                      settings.queued_resend_after_seconds)
 
     def stop(self, worker) -> None:
         """Stop beating and record the clean shutdown."""
@@ -59,11 +61,11 @@ class WorkerRegistry(bootsteps.StartStopStep):
         self._write(ops.worker_stopped, worker.hostname)
 
     @staticmethod
-    def _guarded(recover, app, argument) -> None:
+    def _guarded(recover, app, *arguments) -> None:
         """Run one recovery step with a short-lived engine; log, never raise (the broker may be down)."""
         database = Database(load_settings().database_url)
         try:
-            recover(app, database, argument)
+            recover(app, database, *arguments)
         except Exception:
             log.exception("job recovery: %s failed", recover.__name__)
         finally:

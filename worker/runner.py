@@ -2,10 +2,17 @@
 
 TensorFlow and Keras are imported inside run_job_by_id's call path only: a forked Celery
 child that inherits an initialised TensorFlow hangs.
+
+Only an attempt whose job recovery put back (its process died) carries on from the checkpoint. Every
+other attempt starts from epoch 1: it first removes any checkpoint an earlier attempt left (one
+that died and was then cancelled while queued, or one that resumed and failed before training), and
+a retry also removes the earlier attempts' other files. This runs on the worker, which writes the
+artifacts, whichever host the retry came from.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import traceback
 from contextlib import contextmanager
@@ -17,6 +24,7 @@ from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
 from db.settings import Settings, load_settings
+from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
 from worker.recovery import send_again
 
@@ -102,19 +110,22 @@ def run_job_by_id(job_id: int, worker_name: str, app: Celery, settings: Settings
         with database.transaction() as session:
             orphans = ops.requeue_jobs_held_by(session, worker_name)
             attempt = ops.claim_job(session, job_id, worker_name)
+            resumes = attempt is not None and ops.may_resume(session, job_id)
         send_again(app, [orphan for orphan in orphans if orphan.id != job_id], f"its process on {worker_name} died")
         if attempt is None:
             log.info("job %s is not queued any more; skipping", job_id)
             return
-        _run_attempt(database, settings, job_id, attempt)
+        _run_attempt(database, settings, job_id, attempt, resumes)
     finally:
         database.dispose()
 
 
-def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: int) -> None:
-    """Train one claimed attempt and record how it ended."""
+def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: int, resumes: bool) -> None:
+    """Train one claimed attempt (carrying on from the checkpoint only when `resumes`) and record how it ended."""
     reporter = DatabaseReporter(database, job_id, attempt)
     try:
+        if not resumes:
+            remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
         with heartbeat_thread(reporter):
             summary = _train(database, settings, job_id, reporter)
     except AttemptSuperseded:
@@ -129,6 +140,17 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
     status = JobStatus.CANCELLED if summary.get("cancelled") else JobStatus.SUCCEEDED
     with database.transaction() as session:
         ops.finish_job(session, job_id, attempt, status, summary=summary)
+
+
+def remove_earlier_attempts(folder: Path, attempt: int) -> None:
+    """Before an attempt that starts from epoch 1: no checkpoint to resume, and for a retry no file of earlier attempts.
+
+    A file that cannot be removed fails the attempt: a stale checkpoint must never be resumed.
+    """
+    try:
+        shutil.rmtree(folder / CHECKPOINT_FOLDER if attempt == 1 else folder)
+    except FileNotFoundError:
+        pass  # nothing earlier to remove
 
 
 def _describe(error: BaseException) -> str:

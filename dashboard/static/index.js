@@ -44,5 +44,6 @@ async function runSample(event) {
   }
 }
 
-document.getElementById("run-sample").addEventListener("click", runSample);
+// The page offers the sample only where its dataset exists (dashboard/pages.py).
+document.getElementById("run-sample")?.addEventListener("click", runSample);
 poll(refresh, REFRESH_MS, (message) => showAlert(alertBox, message));

@@ -4,6 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from imagegen import make_image_folder
 
 from jobs.datasets import scan_dataset
+from jobs.model import accelerator_visible
 from jobs.spec import JobSpec
 from jobs.training import HISTORY_COLUMNS, run_job
 
@@ -47,24 +51,50 @@ def tiny_spec(**changes) -> JobSpec:
     return JobSpec(**{**settings, **changes})
 
 
-@pytest.fixture(scope="module")
-def finished_job(small_dataset, tmp_path_factory, make_reporter):
-    """One plain two-epoch job, shared by the tests that only read its results."""
+# bfloat16 keeps 8 bits of mantissa (a relative step of 2**-8): two runs of one model whose ops a GPU
+# schedules differently may differ by a few such steps, where float32 ones agree to about 1e-7.
+SAME_PREDICTION_ATOL = {"float32": 1e-6, "mixed_bfloat16": 1e-2}
+
+
+@dataclass
+class FinishedJob:
+    """A job run once for the tests that only read its results."""
+
+    summary: dict
+    reporter: object
+    artifact_dir: Path
+    wall_seconds: float
+
+
+DEFAULT_PRECISION, MIXED_PRECISION = None, True
+PRECISION_IDS = {DEFAULT_PRECISION: "default-precision", MIXED_PRECISION: "mixed-precision"}
+
+
+@pytest.fixture(scope="module", params=list(PRECISION_IDS), ids=PRECISION_IDS.get)
+def finished_job(request, small_dataset, tmp_path_factory, make_reporter):
+    """One plain two-epoch job at the device's default precision, and once more with mixed precision forced on
+    through the spec's own switch: the results must hold on a GPU host too, where mixed precision is the default."""
     artifact_dir = tmp_path_factory.mktemp("artifacts")
     reporter = make_reporter()
-    summary = run_job(tiny_spec(), small_dataset, artifact_dir, tmp_path_factory.mktemp("cache"), reporter)
-    return summary, reporter, artifact_dir
+    policy_before = keras.config.dtype_policy()
+    started = time.perf_counter()
+    summary = run_job(tiny_spec(mixed_precision=request.param), small_dataset, artifact_dir,
+                      tmp_path_factory.mktemp("cache"), reporter)
+    wall_seconds = time.perf_counter() - started
+    # run_job sets Keras' global dtype policy (for the worker process); later tests build models of their own.
+    keras.config.set_dtype_policy(policy_before)
+    return FinishedJob(summary, reporter, artifact_dir, wall_seconds)
 
 
 def test_reports_every_epoch_and_phase(finished_job):
-    _, reporter, _ = finished_job
+    reporter = finished_job.reporter
     assert [epoch for epoch, _ in reporter.epochs] == [1, 2]
     assert set(reporter.epochs[0][1]) == set(HISTORY_COLUMNS) - {"epoch"}
     assert reporter.messages[:4] == ["decoding images", "building model", "computing features", "training"]
 
 
 def test_writes_every_artifact(finished_job, small_dataset):
-    summary, reporter, artifact_dir = finished_job
+    summary, artifact_dir = finished_job.summary, finished_job.artifact_dir
     for name in ARTIFACTS:
         assert (artifact_dir / name).is_file(), name
     tensorboard_expected = keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard")
@@ -77,10 +107,11 @@ def test_writes_every_artifact(finished_job, small_dataset):
 
 
 def test_summary_describes_the_best_epoch(finished_job, small_dataset):
-    summary, reporter, artifact_dir = finished_job
+    summary, reporter, artifact_dir = finished_job.summary, finished_job.reporter, finished_job.artifact_dir
     assert set(summary) == SUMMARY_KEYS
     best = max(reporter.epochs, key=lambda epoch: epoch[1]["val_accuracy"])
     assert summary["best_epoch"] == best[0] and summary["best_val_loss"] == best[1]["val_loss"]
+    assert summary["best_val_accuracy"] == best[1]["val_accuracy"]
     assert summary["epochs_run"] == 2 and not summary["stopped_early"] and not summary["cancelled"]
     assert summary["n_train"] + summary["n_validation"] == len(small_dataset.files)
     assert summary["model_bytes"] == (artifact_dir / "model.keras").stat().st_size
@@ -89,15 +120,16 @@ def test_summary_describes_the_best_epoch(finished_job, small_dataset):
 
 
 def test_saved_model_loads_safely_and_predicts_probabilities(finished_job, small_dataset):
-    _, _, artifact_dir = finished_job
+    artifact_dir = finished_job.artifact_dir
     image = np.random.default_rng(0).integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8)
     model = keras.saving.load_model(artifact_dir / "model.keras")
-    probabilities = model.predict_on_batch(image)
-    assert probabilities.shape == (1, len(small_dataset.classes))
+    probabilities = keras.ops.convert_to_numpy(model.predict_on_batch(image))
+    assert probabilities.shape == (1, len(small_dataset.classes)) and probabilities.dtype == np.float32
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
     rebuilt = keras.models.model_from_json((artifact_dir / "model.json").read_text())
     rebuilt.load_weights(artifact_dir / "model.weights.h5")
-    np.testing.assert_allclose(rebuilt.predict_on_batch(image), probabilities, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(rebuilt.predict_on_batch(image)), probabilities,
+                               atol=SAME_PREDICTION_ATOL[finished_job.summary["precision"]])
 
 
 def test_cancelling_stops_after_the_current_epoch(small_dataset, tmp_path, make_reporter):
@@ -138,6 +170,8 @@ def test_refuses_a_split_without_validation_images(tmp_path, reporter):
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax is not installed")
+# It runs every other test of this module (about 5 min on two busy cores), not one: more than one test's limit.
+@pytest.mark.timeout(900)
 def test_training_tests_pass_on_the_jax_backend():
     # The backend is chosen when Keras is imported, so the other tests of this module rerun in a fresh process.
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not jax_backend"]
@@ -145,21 +179,30 @@ def test_training_tests_pass_on_the_jax_backend():
     assert result.returncode == 0, result.stdout[-3000:]
 
 
-def test_mixed_precision_on_request_keeps_probabilities_in_float32(small_dataset, tmp_path, reporter):
-    summary = run_job(tiny_spec(epochs=1, mixed_precision=True), small_dataset, tmp_path / "artifacts",
-                      tmp_path / "cache", reporter)
-    assert summary["precision"] == "mixed_bfloat16"
-    model = keras.saving.load_model(tmp_path / "artifacts" / "model.keras")
+@pytest.mark.parametrize("finished_job", [MIXED_PRECISION], indirect=True, ids=PRECISION_IDS.get)
+def test_mixed_precision_on_request_computes_in_bfloat16_and_keeps_probabilities_in_float32(finished_job):
+    assert finished_job.summary["precision"] == "mixed_bfloat16"
+    model = keras.saving.load_model(finished_job.artifact_dir / "model.keras")
+    hidden = model.get_layer("head_hidden")
+    assert (hidden.dtype_policy.compute_dtype, hidden.kernel.dtype) == ("bfloat16", "float32")
     assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
-    assert summary["best_val_accuracy"] >= 0
+    image = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    probabilities = keras.ops.convert_to_numpy(model.predict_on_batch(image))
+    assert probabilities.dtype == np.float32
+    # Summed in float32, a softmax that ran in bfloat16 would miss 1 by up to a few 2**-8 steps.
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_summary_times_each_phase(finished_job):
-    summary, reporter, _ = finished_job
-    assert list(summary["phase_seconds"]) == reporter.messages
-    assert all(seconds >= 0 for seconds in summary["phase_seconds"].values())
+    summary = finished_job.summary
+    phases = summary["phase_seconds"]
+    assert list(phases) == finished_job.reporter.messages
+    assert all(seconds > 0 for seconds in phases.values())
+    assert sum(phases.values()) <= finished_job.wall_seconds  # the phases follow one another within the job
+    assert summary["train_seconds"] == pytest.approx(phases["training"] + phases["computing features"])
 
 
-def test_a_cpu_defaults_to_float32(finished_job):
-    summary, _, _ = finished_job
-    assert summary["precision"] == "float32"
+@pytest.mark.parametrize("finished_job", [DEFAULT_PRECISION], indirect=True, ids=PRECISION_IDS.get)
+def test_precision_defaults_to_float32_on_a_cpu_and_to_mixed_on_an_accelerator(finished_job):
+    expected = "mixed_bfloat16" if accelerator_visible() else "float32"
+    assert finished_job.summary["precision"] == expected

@@ -1,0 +1,142 @@
+"""A retry, and a job cancelled while queued, start from epoch 1 with no file of an earlier attempt, even
+when an earlier attempt left a checkpoint behind (issue 10, item 7). The worker's runner trains for real
+(Keras, a tiny VGG16) on a real database and Redis; only the death of a worker is simulated."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard.dataset_registry import dataset_fields
+from db import operations as ops
+from db.models import Epoch, Job, JobStatus
+from db.session import Database
+from db.settings import ensure_folders
+from imagegen import make_image_folder
+from jobs.checkpoint import CHECKPOINT_FOLDER
+from jobs.datasets import scan_dataset
+from jobs.spec import JobSpec
+from worker.celery_app import make_celery
+from worker.runner import DatabaseReporter, run_job_by_id
+
+WORKER = "cpu1@test"
+EPOCHS = 4
+KILLED_AT_EPOCH = 3
+# A file TensorFlow's TensorBoard callback leaves in an attempt's artifacts, named per attempt.
+EARLIER_LOG = Path("tensorboard") / "events.out.tfevents.attempt-1"
+
+
+class ProcessKilled(BaseException):
+    """Stands for SIGKILL: no `except Exception` sees it, so nothing is cleaned up."""
+
+
+class DyingReporter(DatabaseReporter):
+    """The runner's reporter, in a worker that is killed while it reports epoch KILLED_AT_EPOCH."""
+
+    def record_epoch(self, epoch: int, metrics: dict) -> None:
+        if epoch == KILLED_AT_EPOCH:
+            raise ProcessKilled
+        super().record_epoch(epoch, metrics)
+
+
+@pytest.fixture
+def database(settings):
+    """The home's own SQLite database, as `tlbench up` makes it."""
+    ensure_folders(settings)
+    database = Database(settings.database_url)
+    database.create_tables()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def celery(settings):
+    """A Celery client of the test Redis (the runner sends a job of a dead process back through it)."""
+    app = make_celery(settings)
+    yield app
+    app.close()
+
+
+SPEC = JobSpec(backbone="VGG16", image_size=32, epochs=EPOCHS, batch_size=8, learning_rate=1e-3, patience=EPOCHS,
+               weights="none", seed=3)
+
+
+@pytest.fixture
+def scanned(tmp_path):
+    """A 2-class dataset of 32 px images."""
+    return scan_dataset(make_image_folder(tmp_path / "images", classes=2, per_class=8, size=32))
+
+
+@pytest.fixture
+def job_id(database, scanned) -> int:
+    """A queued job of a tiny VGG16 on the dataset."""
+    with database.transaction() as session:
+        dataset = ops.add_dataset(session, **dataset_fields("shapes", scanned.root, False, scanned))
+        benchmark = ops.create_benchmark(session, name="b", dataset_id=dataset.id, config={},
+                                         specs=[SPEC.model_dump()])
+        return benchmark.jobs[0].id
+
+
+def killed_mid_training(database, settings, job_id: int, scanned, tmp_path) -> None:
+    """Attempt 1 trains until epoch KILLED_AT_EPOCH is checkpointed; its worker dies and, restarting, puts it back."""
+    from jobs.training import run_job
+
+    with database.transaction() as session:
+        attempt = ops.claim_job(session, job_id, WORKER)
+    artifacts = settings.job_artifact_dir(job_id)
+    with pytest.raises(ProcessKilled):
+        run_job(SPEC, scanned, artifacts, tmp_path / "other-host-cache", DyingReporter(database, job_id, attempt))
+    (artifacts / EARLIER_LOG).parent.mkdir(exist_ok=True)
+    (artifacts / EARLIER_LOG).write_text("attempt 1")
+    assert (artifacts / CHECKPOINT_FOLDER / "state.json").is_file()
+    with database.transaction() as session:
+        assert [queued.id for queued in ops.requeue_jobs_held_by(session, WORKER)] == [job_id]
+
+
+def run(database, settings, celery, job_id: int) -> Job:
+    """What the worker does with the job's message; the job as it then stands."""
+    run_job_by_id(job_id, WORKER, celery, settings)
+    with database.transaction() as session:
+        return session.get(Job, job_id)
+
+
+def retry(database, job_id: int) -> None:
+    with database.transaction() as session:
+        ops.reset_for_retry(session, job_id)
+
+
+def assert_started_afresh(database, settings, job: Job, attempt: int, retried_at: float) -> None:
+    """The attempt ran epochs 1..EPOCHS itself, and every file in the job's folder is its own."""
+    assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, attempt), job.error
+    assert job.summary["resumed_after_epoch"] is None
+    with database.transaction() as session:
+        epochs = session.query(Epoch).filter_by(job_id=job.id).order_by(Epoch.epoch).all()
+        assert [row.epoch for row in epochs] == list(range(1, EPOCHS + 1))
+    folder = settings.job_artifact_dir(job.id)
+    assert not (folder / CHECKPOINT_FOLDER).exists() and not (folder / EARLIER_LOG).exists()
+    assert all(path.stat().st_mtime >= retried_at for path in folder.rglob("*") if path.is_file())
+
+
+def test_a_job_requeued_by_recovery_then_cancelled_while_queued_is_retried_from_epoch_1(
+        database, settings, celery, job_id, scanned, tmp_path):
+    killed_mid_training(database, settings, job_id, scanned, tmp_path)
+    with database.transaction() as session:
+        assert ops.request_cancel(session, job_id).status is JobStatus.CANCELLED
+    retried_at = time.time()
+    retry(database, job_id)
+    assert_started_afresh(database, settings, run(database, settings, celery, job_id), 2, retried_at)
+
+
+def test_a_resumed_attempt_that_fails_before_training_is_retried_from_epoch_1(
+        database, settings, celery, job_id, scanned, tmp_path):
+    killed_mid_training(database, settings, job_id, scanned, tmp_path)
+    with database.transaction() as session:
+        images = Path(session.get(Job, job_id).benchmark.dataset.root)
+    hidden = images.rename(images.with_name("moved-away"))  # attempt 2 fails while decoding the images
+    failed = run(database, settings, celery, job_id)
+    assert (failed.status, failed.attempt, failed.phase) == (JobStatus.FAILED, 2, None)
+    hidden.rename(images)
+    retried_at = time.time()
+    retry(database, job_id)
+    assert_started_afresh(database, settings, run(database, settings, celery, job_id), 3, retried_at)
