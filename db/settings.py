@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from jobs.cache import DEFAULT_CACHE_MAX_GB, cache_max_bytes
 
 DEFAULT_HOME = "~/.tlbench"
 DEFAULT_MAX_UPLOAD_MB = 1024
@@ -14,8 +15,6 @@ DEFAULT_MAX_UPLOAD_MB = 1024
 DEFAULT_JOB_LOST_AFTER_SECONDS = 60
 # A queued job nobody claimed this long after its message was sent is sent again (the send may have failed).
 DEFAULT_QUEUED_RESEND_AFTER_SECONDS = 60
-# Decoded images and features kept under cache/; least recently used ones go past this (jobs/cache.py).
-DEFAULT_CACHE_MAX_GB = 20
 # A Unix socket path must fit in 108 bytes; a deep home gets its socket in the temp folder.
 MAX_SOCKET_PATH = 100
 
@@ -32,6 +31,7 @@ class Settings:
     max_upload_bytes: int
     job_lost_after_seconds: float = DEFAULT_JOB_LOST_AFTER_SECONDS
     queued_resend_after_seconds: float = DEFAULT_QUEUED_RESEND_AFTER_SECONDS
+    # Decoded images and features kept under cache/; least recently used ones go past this (jobs/cache.py).
     cache_max_bytes: int = DEFAULT_CACHE_MAX_GB * 2**30
 
     @property
@@ -70,19 +70,9 @@ def load_settings(environ: dict | None = None) -> Settings:
         job_lost_after_seconds=float(env.get("TLBENCH_JOB_LOST_AFTER") or DEFAULT_JOB_LOST_AFTER_SECONDS),
         queued_resend_after_seconds=float(env.get("TLBENCH_QUEUED_RESEND_AFTER")
                                           or DEFAULT_QUEUED_RESEND_AFTER_SECONDS),
-        cache_max_bytes=_cache_max_bytes(env.get("TLBENCH_CACHE_MAX_GB") or str(DEFAULT_CACHE_MAX_GB)),
+        # The workers read the same variable through jobs/ (which imports nothing of ours).
+        cache_max_bytes=cache_max_bytes(env),
     )
-
-
-def _cache_max_bytes(gigabytes: str) -> int:
-    """TLBENCH_CACHE_MAX_GB in bytes; the workers read the same variable (jobs/ imports nothing of ours)."""
-    try:
-        value = float(gigabytes)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"TLBENCH_CACHE_MAX_GB: must be a positive number of gigabytes, not {gigabytes!r}")
-    return max(1, int(value * 2**30))
 
 
 def embedded_redis_socket(home: Path) -> Path:
