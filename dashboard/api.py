@@ -318,7 +318,8 @@ def predict_benchmark(benchmark_id: int):
 
 
 @api.post("/weights")
-@documented(multipart_file=True, responses={201: "The id a benchmark's `weights` names the file by"})
+@documented(multipart_file="application/x-hdf5",
+            responses={201: "The id a benchmark's `weights` names the file by"})
 def upload_weights():
     """Keep an uploaded weights file (HDF5, .h5 or .weights.h5) for benchmarks to start from."""
     try:
