@@ -38,13 +38,16 @@ class CollectingReporter:
     def __init__(self):
         self.epochs: list[dict] = []
 
-    def resume_from(self, rows: list[dict]) -> None:
-        """Start from these epochs (none: a new job)."""
-        self.epochs = [dict(row) for row in rows]
+    def resume_from(self, rows: dict) -> None:
+        """Start from these epochs of the job's one trial (none: a new job)."""
+        self.epochs = [dict(row) for trial_rows in rows.values() for row in trial_rows]
 
-    def record_epoch(self, epoch: int, metrics: dict) -> None:
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
         """Keep the epoch."""
-        self.epochs.append({"epoch": epoch, **metrics})
+        self.epochs.extend({"epoch": epoch, **metrics} for metrics in rows.values())
+
+    def record_trials(self, results: list[dict]) -> None:
+        """Results are in the summary; nothing to keep."""
 
     def progress(self, message: str) -> None:
         """Print the phase with a timestamp."""

@@ -3,8 +3,8 @@
     python -m bench.head_cost [--samples 1440] [--epochs 10]
 
 For 512 pooled features (VGG) and 2,048 (InceptionV3, Xception, ResNet50), 10 classes, batch 32:
-(1) the way a job trains the head (jobs.features.head_for: a compiled head reused by the process,
-the seeded batches, 32 steps a call), first call and warm; (2) the same forward and backward
+(1) the way a job trains the head (jobs.stacked: the stacked heads of one trial, the seeded
+batches, 32 steps a call), first fit and a second one on the same model; (2) the same forward and backward
 passes and plain gradient steps in NumPy, a lower bound for the arithmetic on this CPU. This is
 the floor under (c) in `make bench`: the head's compute is not cached, only the base's.
 """
@@ -24,18 +24,13 @@ FEATURE_COUNTS = (512, 2048)
 
 def keras_seconds(features: np.ndarray, labels: np.ndarray, epochs: int) -> list[float]:
     """Seconds of `epochs` epochs through the job's head trainer: the first call, then a warm one."""
-    import keras
+    from jobs.spec import Trial
+    from jobs.stacked import build_stacked_heads, trial_batches
 
-    from jobs.features import head_for
-    from jobs.model import add_head
-    from jobs.training import shuffled_batches
-
-    inputs = keras.Input(shape=(features.shape[1],))
-    classifier = keras.Model(inputs, add_head(inputs, CLASSES))  # stands for a classifier's head
+    head, _ = build_stacked_heads([Trial(0, 1e-3, 0, 0)], features.shape[1], CLASSES)
     timings = []
     for _ in range(2):
-        head = head_for(classifier, features.shape[1], 1e-3)
-        batches = shuffled_batches(features, labels, BATCH_SIZE, seed=0)
+        batches = trial_batches(features, labels, [0], BATCH_SIZE)
         started = time.perf_counter()
         head.fit(batches, shuffle=False, epochs=epochs, callbacks=[batches.callback()], verbose=0)
         timings.append(time.perf_counter() - started)

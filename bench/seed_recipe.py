@@ -31,8 +31,8 @@ def load_split(root: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, np.
     dataset = scan_dataset(root)
     images = np.stack([decode_image(root / image_file.path, image_size) for image_file in dataset.files])
     labels = np.eye(len(dataset.classes), dtype="float32")[[image_file.label for image_file in dataset.files]]
-    train, validation = split_indices(dataset.files, recipe.VALIDATION_SPLIT, recipe.SEED)
-    return images[train], labels[train], images[validation], labels[validation]
+    split = split_indices(dataset.files, recipe.VALIDATION_SPLIT, recipe.SEED)
+    return images[split.train], labels[split.train], images[split.validation], labels[split.validation]
 
 
 def build_model(name: str, image_size: int, class_count: int):

@@ -1,4 +1,4 @@
-"""The tables: datasets, benchmarks, jobs and their epochs; and the database's clock (DatabaseNow)."""
+"""The tables: datasets, benchmarks, jobs, their trials and epochs; and the database's clock (DatabaseNow)."""
 from __future__ import annotations
 
 import enum
@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     Boolean,
     DateTime,
     Enum,
@@ -174,16 +175,46 @@ class Job(Base):
 
     benchmark: Mapped[Benchmark] = relationship(back_populates="jobs")
     epochs: Mapped[list[Epoch]] = relationship(back_populates="job", order_by="Epoch.epoch")
+    trials: Mapped[list[Trial]] = relationship(order_by="Trial.number")
+
+
+class Trial(Base):
+    """One (learning rate, repeat) of a job, and its result once the job's training ended.
+
+    Created with the job (jobs.spec.plan_trials numbers them); a job made before trials has one, number 0.
+    """
+
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_trial_per_job"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    learning_rate: Mapped[float] = mapped_column(Float)
+    repeat: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    # None until the job's training ended; then whether it ran to its end or was cancelled part-way.
+    finished: Mapped[str | None] = mapped_column(String(16))
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    epochs_run: Mapped[int | None] = mapped_column(Integer)
+    test_accuracy: Mapped[float | None] = mapped_column(Float)
+    # Per test image, whether this trial got it right (one bit each, jobs.stats.pack_correct): the paired
+    # tests between backbones need it. The predictions themselves are an artifact file per trial.
+    test_correct: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    selected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Epoch(Base):
-    """The metrics of one epoch of one job; (job, epoch) is unique."""
+    """The metrics of one epoch of one trial of one job; (job, trial, epoch) is unique."""
 
     __tablename__ = "epochs"
-    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_per_job"),)
+    __table_args__ = (UniqueConstraint("job_id", "trial", "epoch", name="uq_epoch_per_trial"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    # The trial's number within its job (Trial.number).
+    trial: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epoch: Mapped[int] = mapped_column(Integer)
     loss: Mapped[float | None] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session, selectinload, with_expression
+from sqlalchemy.orm import Session, selectinload, undefer, with_expression
 
 from db.models import (
     DEFAULT_POOL,
@@ -31,6 +31,7 @@ from db.models import (
     Epoch,
     Job,
     JobStatus,
+    Trial,
     Worker,
 )
 
@@ -106,6 +107,7 @@ def delete_benchmark(session: Session, benchmark_id: int) -> None:
     """Remove a benchmark with its jobs and their epochs (a submit whose jobs could not be sent)."""
     job_ids = list(session.scalars(_locked(select(Job.id).where(Job.benchmark_id == benchmark_id))))
     session.execute(delete(Epoch).where(Epoch.job_id.in_(job_ids)))
+    session.execute(delete(Trial).where(Trial.job_id.in_(job_ids)))
     session.execute(delete(Job).where(Job.id.in_(job_ids)))
     session.execute(delete(Benchmark).where(Benchmark.id == benchmark_id))
 
@@ -116,10 +118,24 @@ def list_benchmarks(session: Session) -> list[Benchmark]:
     return list(session.scalars(query.order_by(Benchmark.id.desc())))
 
 
-def job_epochs(session: Session, job_id: int) -> list[Epoch]:
-    """A job's epoch rows in order."""
+def job_epochs(session: Session, job_id: int, trial: int | None = None) -> list[Epoch]:
+    """A job's epoch rows (of one trial when given), by trial then epoch."""
     get_existing(session, Job, job_id)
-    return list(session.scalars(select(Epoch).where(Epoch.job_id == job_id).order_by(Epoch.epoch)))
+    query = select(Epoch).where(Epoch.job_id == job_id)
+    if trial is not None:
+        query = query.where(Epoch.trial == trial)
+    return list(session.scalars(query.order_by(Epoch.trial, Epoch.epoch)))
+
+
+def job_trials(session: Session, job_ids: list[int], with_correctness: bool = False) -> dict[int, list[Trial]]:
+    """The trial rows of each job (those its worker has started), by number; with the test bitmaps when asked."""
+    query = select(Trial).where(Trial.job_id.in_(job_ids)).order_by(Trial.job_id, Trial.number)
+    if with_correctness:
+        query = query.options(undefer(Trial.test_correct))
+    found: dict[int, list[Trial]] = {job_id: [] for job_id in job_ids}
+    for trial in session.scalars(query):
+        found[trial.job_id].append(trial)
+    return found
 
 
 def claim_job(session: Session, job_id: int, worker: str) -> int | None:
@@ -158,31 +174,58 @@ def _owned_job(session: Session, job_id: int, attempt: int) -> Job | None:
     return job
 
 
-def record_epoch(session: Session, job_id: int, attempt: int, epoch: int, metrics: dict) -> bool:
-    """Write one epoch row, replacing the row of the same epoch if a retry wrote it before."""
+def record_epochs(session: Session, job_id: int, attempt: int, epoch: int, by_trial: dict[int, dict]) -> bool:
+    """Write one epoch row per trial named, replacing a row of the same trial and epoch written before."""
     job = _owned_job(session, job_id, attempt)
     if job is None:
         return False
-    values = {name: _finite_or_none(metrics.get(name)) for name in EPOCH_METRICS}
     now = database_now(session)
-    row = session.scalar(select(Epoch).where(Epoch.job_id == job_id, Epoch.epoch == epoch))
-    if row is None:
-        session.add(Epoch(job_id=job_id, epoch=epoch, recorded_at=now, **values))
-    else:
-        for name, value in values.items():
-            setattr(row, name, value)
-        row.recorded_at = now
+    existing = {row.trial: row for row in session.scalars(
+        select(Epoch).where(Epoch.job_id == job_id, Epoch.epoch == epoch, Epoch.trial.in_(list(by_trial))))}
+    for trial, metrics in by_trial.items():
+        values = {name: _finite_or_none(metrics.get(name)) for name in EPOCH_METRICS}
+        row = existing.get(trial)
+        if row is None:
+            session.add(Epoch(job_id=job_id, trial=trial, epoch=epoch, recorded_at=now, **values))
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.recorded_at = now
     job.heartbeat_at = now
     return True
 
 
-def resume_epochs(session: Session, job_id: int, attempt: int, rows: list[dict]) -> bool:
-    """Start the attempt after these epoch rows: later rows go, these are (re)written; False if not owned."""
+def resume_epochs(session: Session, job_id: int, attempt: int, rows: dict) -> bool:
+    """Start the attempt with these trials (jobs.spec.Trial) after their epoch rows: other rows go, these are
+    (re)written, and trials not yet in the database are added; False if the attempt does not own the job."""
     if _owned_job(session, job_id, attempt) is None:
         return False
-    session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.epoch > len(rows)))
-    for row in rows:
-        record_epoch(session, job_id, attempt, row["epoch"], row)
+    known = {trial.number for trial in session.scalars(select(Trial).where(Trial.job_id == job_id))}
+    session.add_all(Trial(job_id=job_id, number=trial.number, learning_rate=trial.learning_rate,
+                          repeat=trial.repeat, seed=trial.seed) for trial in rows if trial.number not in known)
+    for trial, trial_rows in rows.items():
+        session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.trial == trial.number,
+                                            Epoch.epoch > len(trial_rows)))
+    session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.trial.not_in([t.number for t in rows])))
+    for epoch in sorted({row["epoch"] for trial_rows in rows.values() for row in trial_rows}):
+        record_epochs(session, job_id, attempt, epoch, {trial.number: trial_rows[epoch - 1]
+                                                        for trial, trial_rows in rows.items() if len(trial_rows) >= epoch})
+    return True
+
+
+TRIAL_RESULT_FIELDS = ("best_val_accuracy", "best_epoch", "epochs_run", "test_accuracy", "test_correct", "selected")
+
+
+def record_trials(session: Session, job_id: int, attempt: int, results: list[dict]) -> bool:
+    """Store each trial's result (number, cancelled and TRIAL_RESULT_FIELDS); False if the attempt lost the job."""
+    if _owned_job(session, job_id, attempt) is None:
+        return False
+    trials = {trial.number: trial for trial in session.scalars(select(Trial).where(Trial.job_id == job_id))}
+    for result in results:
+        trial = trials[result["number"]]
+        trial.finished = "cancelled" if result["cancelled"] else "completed"
+        for name in TRIAL_RESULT_FIELDS:
+            setattr(trial, name, result[name])
     return True
 
 
@@ -304,7 +347,8 @@ def benchmark_epochs(session: Session, benchmark_id: int) -> list[tuple[Job, lis
     """Every job of a benchmark with its epoch rows, in one query for the rows."""
     benchmark = get_existing(session, Benchmark, benchmark_id)
     job_ids = [job.id for job in benchmark.jobs]
-    rows = session.scalars(select(Epoch).where(Epoch.job_id.in_(job_ids)).order_by(Epoch.job_id, Epoch.epoch))
+    rows = session.scalars(select(Epoch).where(Epoch.job_id.in_(job_ids))
+                           .order_by(Epoch.job_id, Epoch.trial, Epoch.epoch))
     by_job: dict[int, list[Epoch]] = {job_id: [] for job_id in job_ids}
     for row in rows:
         by_job[row.job_id].append(row)
@@ -331,6 +375,7 @@ def reset_for_retry(session: Session, job_id: int) -> Job:
     if job.status not in RETRYABLE_STATUSES:
         raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
     session.execute(delete(Epoch).where(Epoch.job_id == job_id))
+    session.execute(delete(Trial).where(Trial.job_id == job_id))  # the attempt that starts adds them again
     job.status, job.cancel_requested, job.resumable = JobStatus.QUEUED, False, False
     job.error = job.traceback = job.summary = job.phase = None
     job.started_at = job.finished_at = job.heartbeat_at = None

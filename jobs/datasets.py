@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUBSETS = ("train", "validation")
+IMAGE_SUBSETS = ("train", "validation", "test")
 MACOS_METADATA = "__MACOSX"
 
 
@@ -57,7 +57,7 @@ def _real_folders(folder: Path) -> list[Path]:
 
 
 def _has_subset_layout(root: Path) -> bool:
-    """True when the top level holds only train/ and validation/ folders."""
+    """True when the top level holds only train/, validation/ and test/ folders, train/ among them."""
     names = {folder.name for folder in _real_folders(root)}
     return "train" in names and names <= set(IMAGE_SUBSETS)
 
@@ -112,7 +112,7 @@ def _walk_class_folder(folder: Path):
 
 
 def _stray_entries(root: Path) -> list[dict]:
-    """Entries above the class folders: files at the root or in train/ and validation/."""
+    """Entries above the class folders: files at the root or in train/, validation/ and test/."""
     parents = [root / subset for subset in IMAGE_SUBSETS] if _has_subset_layout(root) else []
     strays = []
     for parent in [root, *parents]:

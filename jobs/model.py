@@ -176,3 +176,35 @@ def unfreeze_top_layers(base, layer_count: int) -> None:
     boundary = len(base.layers) - layer_count
     for index, layer in enumerate(base.layers):
         layer.trainable = index >= boundary and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+HEAD_INIT_STREAM = 7  # separates the head's random stream from any other use of a trial's seed
+
+
+def _glorot_uniform(generator: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+    """Keras' default Dense kernel initialisation, drawn from a numpy generator."""
+    limit = np.sqrt(6 / (fan_in + fan_out))
+    return generator.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32)
+
+
+def initial_head_weights(feature_count: int, class_count: int, seed: int) -> list[np.ndarray]:
+    """The head's starting weights for a trial's seed: [hidden kernel, hidden bias, output kernel, output bias].
+
+    Drawn with numpy, so a trial starts from the same head on every backend and on both training paths
+    (cached features or end to end), whatever else consumed Keras' random state before.
+    """
+    generator = np.random.default_rng([seed, HEAD_INIT_STREAM])
+    return [_glorot_uniform(generator, feature_count, HEAD_UNITS), np.zeros(HEAD_UNITS, np.float32),
+            _glorot_uniform(generator, HEAD_UNITS, class_count), np.zeros(class_count, np.float32)]
+
+
+def head_weights(model) -> list[np.ndarray]:
+    """The classifier's head weights, in initial_head_weights' order."""
+    return [np.asarray(weight) for name in (HEAD_HIDDEN_LAYER, PROBABILITIES_LAYER)
+            for weight in model.get_layer(name).get_weights()]
+
+
+def set_head_weights(model, weights: list[np.ndarray]) -> None:
+    """Give the classifier's head these weights (initial_head_weights' order)."""
+    model.get_layer(HEAD_HIDDEN_LAYER).set_weights(weights[:2])
+    model.get_layer(PROBABILITIES_LAYER).set_weights(weights[2:])

@@ -1,33 +1,87 @@
-"""Split a dataset into training and validation images, the same way for every job."""
+"""Split a dataset into training, validation and test images, the same way for every job and trial.
+
+The dataset's own train/, validation/ and test/ folders are used as given; a part without a folder is
+carved out of train/, stratified by class, at its fraction of train/'s images. Without folders, every
+class is split at the fractions asked. A split depends only on the file list and the seed.
+"""
+
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from jobs.datasets import ImageFile
 
-
-def _subset_split(files: list[ImageFile]) -> tuple[np.ndarray, np.ndarray]:
-    """Use the dataset's own train/ and validation/ folders."""
-    subsets = np.array([image_file.subset for image_file in files])
-    return np.flatnonzero(subsets == "train"), np.flatnonzero(subsets == "validation")
+PARTS = ("train", "validation", "test")
 
 
-def _validation_count(class_size: int, validation_split: float) -> int:
-    """Validation images for one class: at least one and at most all but one when it has two or more."""
-    if class_size < 2:
-        return 0
-    return min(max(round(class_size * validation_split), 1), class_size - 1)
+@dataclass(frozen=True)
+class Split:
+    """Sorted indices into the dataset's files of each part (test is empty for jobs without a test set)."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    def parts(self) -> dict[str, np.ndarray]:
+        """Each part's indices by name."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
-def split_indices(files: list[ImageFile], validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return sorted (train, validation) indices into `files`: the dataset's subsets, else stratified by class."""
-    if any(image_file.subset for image_file in files):
-        return _subset_split(files)
+class SplitRefused(ValueError):
+    """A class has too few images for every part of the split."""
+
+
+def _carved_count(class_size: int, fraction: float) -> int:
+    """Images one class gives to a carved part: at least one when the fraction asks for any."""
+    return max(round(class_size * fraction), 1) if fraction > 0 else 0
+
+
+def _stratified(indices: np.ndarray, labels: np.ndarray, fractions: dict[str, float],
+                generator: np.random.Generator) -> dict[str, list]:
+    """Carve parts of `fractions` out of `indices`, class by class; what is left is "train"."""
+    carved = {name: [] for name in [*fractions, "train"]}
+    for label in np.unique(labels[indices]):
+        members = generator.permutation(indices[labels[indices] == label])
+        start = 0
+        for name, fraction in fractions.items():
+            count = _carved_count(len(members), fraction)
+            carved[name].extend(members[start:start + count])
+            start += count
+        carved["train"].extend(members[start:])
+    return carved
+
+
+def split_indices(files: list[ImageFile], validation_split: float, seed: int, test_split: float = 0.0) -> Split:
+    """The split of `files`: the dataset's own folders where it has them, else stratified by class."""
     labels = np.array([image_file.label for image_file in files], dtype=np.int64)
-    generator = np.random.default_rng(seed)
-    validation = []
-    for label in np.unique(labels):
-        members = generator.permutation(np.flatnonzero(labels == label))
-        validation.extend(members[: _validation_count(len(members), validation_split)])
-    validation_mask = np.zeros(len(files), dtype=bool)
-    validation_mask[np.asarray(validation, dtype=np.int64)] = True
-    return np.flatnonzero(~validation_mask), np.flatnonzero(validation_mask)
+    subsets = np.array([image_file.subset or "" for image_file in files])
+    given = {name: np.flatnonzero(subsets == name) for name in PARTS}
+    if not any(subsets):
+        given["train"] = np.arange(len(files))
+    missing = {name: fraction for name, fraction in (("validation", validation_split), ("test", test_split))
+               if not given[name].size}
+    carved = _stratified(given["train"], labels, missing, np.random.default_rng(seed))
+    parts = {name: np.sort(np.asarray(carved[name] if name in carved else given[name], dtype=np.int64))
+             for name in PARTS}
+    return Split(**parts)
+
+
+def split_problem(files: list[ImageFile], classes: list[str], split: Split) -> str | None:
+    """Why this split cannot be trained and tested on (a class missing from a part), or None."""
+    labels = np.array([image_file.label for image_file in files], dtype=np.int64)
+    needed = [name for name in PARTS if name != "test" or split.test.size]
+    for label, class_name in enumerate(classes):
+        short = [name for name in needed if not np.any(labels[split.parts()[name]] == label)]
+        if short:
+            total = int(np.sum(labels == label))
+            return (f"class {class_name!r} has {total} image{'s' * (total != 1)}, too few for a "
+                    f"{', '.join(short)} part; every class needs at least one image in each of {', '.join(needed)}")
+    return None
+
+
+def split_hashes(files: list[ImageFile], split: Split) -> dict[str, dict]:
+    """Each part's image count and the sha256 of its sorted file list (one path per line)."""
+    return {name: {"images": int(indices.size),
+                   "sha256": hashlib.sha256("\n".join(sorted(files[i].path for i in indices)).encode()).hexdigest()}
+            for name, indices in split.parts().items()}

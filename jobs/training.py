@@ -1,4 +1,5 @@
-"""Run one job: decode and split the images, train the seed recipe, save artifacts, summarise.
+"""Run one job: decode and split the images, train the seed recipe once per trial (a learning-rate grid x
+repeats), choose the learning rate on validation, test once per trial, save artifacts, summarise.
 
 Keras is imported inside the functions so that importing this module never loads TensorFlow.
 """
@@ -21,19 +22,25 @@ import numpy as np
 from jobs.backbones import get_backbone
 from jobs.checkpoint import CHECKPOINT_FOLDER, FINE_TUNE_PHASE, HEAD_PHASE, Checkpoint
 from jobs.datasets import ScannedDataset
-from jobs.features import copy_head_weights, feature_cache_path, head_for, pooled_features, uses_feature_cache
+from jobs.features import feature_cache_path, pooled_features, uses_feature_cache
 from jobs.images import load_uint8_images
 from jobs.memory import peak_memory_bytes, reset_peak_memory
 from jobs.model import (
+    POOLED_LAYER,
     WeightsUnavailable,
-    precision_policy,
     build_base,
     build_classifier,
     compile_classifier,
+    head_weights,
+    initial_head_weights,
+    precision_policy,
+    set_head_weights,
     unfreeze_top_layers,
 )
-from jobs.spec import JobSpec
-from jobs.splits import split_indices
+from jobs.spec import JobSpec, Trial, plan_trials
+from jobs.splits import Split, split_hashes, split_indices
+from jobs.stacked import StackedCheckpoint, StackedTrainer
+from jobs.stats import accuracy_interval, pack_correct
 
 __all__ = ["ArtifactWriteError", "AttemptSuperseded", "Reporter", "WeightsUnavailable", "run_job"]
 
@@ -67,11 +74,14 @@ class AttemptSuperseded(RuntimeError):
 class Reporter(Protocol):
     """What a job tells the outside world while it runs (the worker stores it in the database)."""
 
-    def resume_from(self, rows: list[dict]) -> None:
-        """The job starts after these epoch rows (none for a fresh start): forget any later ones."""
+    def resume_from(self, rows: dict[Trial, list[dict]]) -> None:
+        """The job's trials start after these epoch rows (none for a fresh start): forget any others."""
 
-    def record_epoch(self, epoch: int, metrics: dict) -> None:
-        """Store the metrics of one finished epoch (1-based)."""
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
+        """Store the metrics of one finished epoch (1-based) of each trial named."""
+
+    def record_trials(self, results: list[dict]) -> None:
+        """Store each finished trial's result (trial_result's fields), once training is over."""
 
     def progress(self, message: str) -> None:
         """Show which phase the job is in."""
@@ -86,20 +96,35 @@ class TrainingData:
 
     images: np.ndarray
     labels: np.ndarray
-    train_index: np.ndarray
-    validation_index: np.ndarray
+    split: Split
 
-    def split(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def parts(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(train inputs, train labels, validation inputs, validation labels) of inputs in dataset order."""
-        return (inputs[self.train_index], self.labels[self.train_index],
-                inputs[self.validation_index], self.labels[self.validation_index])
+        train, validation = self.split.train, self.split.validation
+        return inputs[train], self.labels[train], inputs[validation], self.labels[validation]
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial ended with: its epochs, head weights and test probabilities (none without a test set)."""
+
+    trial: Trial
+    rows: list[dict]
+    cancelled: bool
+    head: list[np.ndarray]
+    test_probabilities: np.ndarray | None
+
+    @property
+    def best_row(self) -> dict:
+        """The epoch whose weights the trial kept (the first of equal validation accuracies, as early stopping keeps)."""
+        return max(self.rows, key=lambda row: row["val_accuracy"])
 
 
 class EpochRecorder:
     """Times each epoch, hands its metrics to the reporter and stops training on cancellation."""
 
-    def __init__(self, reporter: Reporter, train_count: int, checkpoint: Checkpoint):
-        """Report on the model being fitted (set by _fit), which trains on train_count images per epoch.
+    def __init__(self, reporter: Reporter, train_count: int, checkpoint: Checkpoint, trial: Trial):
+        """Report `trial`'s epochs of the model being fitted (set by _fit), on train_count images per epoch.
 
         Each epoch is checkpointed before it is reported, so a reported epoch is never lost.
         """
@@ -107,8 +132,8 @@ class EpochRecorder:
         self.model = None
         self.train_count = train_count
         self.checkpoint = checkpoint
+        self.trial = trial
         self.rows: list[dict] = list(checkpoint.state.rows)
-        self.resumed_after_epoch = len(self.rows) if checkpoint.resumed else None
         self.cancelled = False
         self._epoch_started = 0.0
 
@@ -127,7 +152,7 @@ class EpochRecorder:
         metrics["images_per_second"] = self.train_count / seconds
         self.rows.append({"epoch": epoch + 1, **metrics})
         self.checkpoint.save_epoch(self.model, self.rows)
-        self.reporter.record_epoch(epoch + 1, metrics)
+        self.reporter.record_epochs(epoch + 1, {self.trial.number: metrics})
         if self.reporter.should_stop():
             self.cancelled = True
             self.model.stop_training = True
@@ -142,14 +167,13 @@ class EpochRecorder:
 def load_training_data(spec: JobSpec, dataset: ScannedDataset, cache_dir: Path) -> TrainingData:
     """Decoded images (from the shared cache) split the same way for every job of a benchmark."""
     images = load_uint8_images(dataset.root, dataset.files, spec.image_size, cache_dir, dataset.sha256)
-    train, validation = split_indices(dataset.files, spec.validation_split, spec.seed)
-    if not train.size or not validation.size:
-        raise ValueError(
-            f"the split leaves {train.size} training and {validation.size} validation images; both must be non-empty"
-        )
+    split = split_indices(dataset.files, spec.validation_split, spec.seed, spec.test_split)
+    if not split.train.size or not split.validation.size:
+        raise ValueError(f"the split leaves {split.train.size} training and {split.validation.size} validation "
+                         "images; both must be non-empty")
     labels = np.array([image_file.label for image_file in dataset.files])
     one_hot = np.eye(len(dataset.classes), dtype=np.float32)[labels]
-    return TrainingData(images, one_hot, train, validation)
+    return TrainingData(images, one_hot, split)
 
 
 def shuffled_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
@@ -228,14 +252,14 @@ def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path, resum
 
 def _fit(model, inputs: np.ndarray, spec: JobSpec, data: TrainingData, recorder: EpochRecorder,
          artifact_dir: Path, last_epoch: int, phase: str):
-    """Train `model` on `inputs` (images or features, dataset order) up to last_epoch.
+    """Train `model` on `inputs` (images, dataset order) up to last_epoch, in the batch order of the trial's seed.
 
     A phase the checkpoint has epochs of continues from its last one.
     """
-    train_inputs, train_labels, validation_inputs, validation_labels = data.split(inputs)
+    train_inputs, train_labels, validation_inputs, validation_labels = data.parts(inputs)
     recorder.model = model
     resumed = _resume_phase(model, recorder.checkpoint) if recorder.checkpoint.resumes(phase) else None
-    batches = shuffled_batches(train_inputs, train_labels, spec.batch_size, spec.seed)
+    batches = shuffled_batches(train_inputs, train_labels, spec.batch_size, recorder.trial.seed)
     model.fit(
         batches,
         shuffle=False,
@@ -263,33 +287,21 @@ def _fine_tune(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRe
         checkpoint.start_fine_tuning(model, recorder.rows)
     head_rows = checkpoint.state.phase_start
     unfreeze_top_layers(base, spec.fine_tune_layers)
-    compile_classifier(model, spec.learning_rate / FINE_TUNE_LEARNING_RATE_DIVISOR)
+    compile_classifier(model, recorder.trial.learning_rate / FINE_TUNE_LEARNING_RATE_DIVISOR)
     _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=spec.epochs, phase=FINE_TUNE_PHASE)
     # EarlyStopping restored the best fine-tuning epoch; the head alone may still have been better.
     if _best_val_accuracy(recorder.rows[head_rows:]) <= _best_val_accuracy(recorder.rows[:head_rows]):
         model.set_weights(head_weights)
 
 
-def _train_head_on_features(model, spec: JobSpec, data: TrainingData, recorder: EpochRecorder,
-                            artifact_dir: Path, features: np.ndarray) -> None:
-    """Train only the head, on the base's cached features, then give the classifier the trained weights."""
-    head = head_for(model, features.shape[1], spec.learning_rate)
-    _fit(head, features, spec, data, recorder, artifact_dir, last_epoch=spec.epochs, phase=HEAD_PHASE)
-    copy_head_weights(head, model)
-
-
-def train(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path,
-          features: np.ndarray | None = None) -> None:
-    """Train the head on the frozen base (on `features` when given); with fine_tune_layers, fine-tune after.
+def train(model, base, spec: JobSpec, data: TrainingData, recorder: EpochRecorder, artifact_dir: Path) -> None:
+    """Train the recorder's trial end to end: the head on the frozen base; with fine_tune_layers, fine-tune after.
 
     The head phase gets ceil(epochs / 2) epochs (fewer if early stopping ends it) and fine-tuning
     the rest, so the two phases together never exceed spec.epochs and epoch numbers continue.
     """
-    if features is not None:
-        _train_head_on_features(model, spec, data, recorder, artifact_dir, features)
-        return
     head_epochs = math.ceil(spec.epochs / 2) if spec.fine_tune_layers > 0 else spec.epochs
-    compile_classifier(model, spec.learning_rate)
+    compile_classifier(model, recorder.trial.learning_rate)
     if not recorder.checkpoint.in_phase(FINE_TUNE_PHASE):
         _fit(model, data.images, spec, data, recorder, artifact_dir, last_epoch=head_epochs, phase=HEAD_PHASE)
     if spec.fine_tune_layers > 0 and not recorder.cancelled and len(recorder.rows) < spec.epochs:
@@ -343,31 +355,6 @@ def _write_history(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _summary(spec, dataset, model, data, recorder, train_seconds: float, artifact_dir: Path) -> dict:
-    """The job's result: best epoch, cost, size and speed."""
-    best = max(recorder.rows, key=lambda row: row["val_accuracy"])
-    return {
-        "best_val_accuracy": best["val_accuracy"],
-        "best_val_loss": best["val_loss"],
-        "best_epoch": best["epoch"],
-        "epochs_run": len(recorder.rows),
-        "stopped_early": not recorder.cancelled and len(recorder.rows) < spec.epochs,
-        "cancelled": recorder.cancelled,
-        "train_seconds": train_seconds,
-        "params_total": int(model.count_params()),
-        "params_trainable": int(sum(math.prod(weight.shape) for weight in model.trainable_weights)),
-        "model_bytes": (artifact_dir / "model.keras").stat().st_size,
-        "latency_ms_per_image": latency_ms_per_image(model, np.asarray(data.images[data.validation_index[0]])),
-        "n_train": len(data.train_index),
-        "n_validation": len(data.validation_index),
-        "feature_cache": uses_feature_cache(spec),
-        "precision": model.dtype_policy.name,
-        "peak_memory_bytes": peak_memory_bytes(),
-        "image_size": spec.image_size,
-        "classes": list(dataset.classes),
-    }
-
-
 class PhaseClock:
     """Tells the reporter which phase starts, and times each one (for the summary's phase_seconds)."""
 
@@ -386,8 +373,15 @@ class PhaseClock:
             self.seconds[name] = time.perf_counter() - started
 
 
+
+TRIALS_FOLDER = "trials"
+STACKED_CHECKPOINT = "stacked"
+TRIAL_WEIGHTS = "model.weights.h5"  # an end-to-end trial's whole model, until the job chose its trial
+TRIAL_OUTCOME = "outcome.json"
+
+
 def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_dir: Path, reporter: Reporter) -> dict:
-    """Train spec.backbone on the dataset, write the artifacts into artifact_dir and return the summary."""
+    """Train spec.backbone's trials on the dataset, write the artifacts into artifact_dir and return the summary."""
     import keras
 
     artifact_dir = Path(artifact_dir)
@@ -395,48 +389,263 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
     # A worker process may run several jobs: forget the previous job's models and memory peak.
     keras.backend.clear_session()
     reset_peak_memory()
-    keras.utils.set_random_seed(spec.seed)
     policy = precision_policy(spec.mixed_precision)
     keras.config.set_dtype_policy(policy)
     clock = PhaseClock(reporter)
     with clock.phase("decoding images"):
         data = load_training_data(spec, dataset, Path(cache_dir))
     with clock.phase("building model"):
-        backbone = get_backbone(spec.backbone)
-        base = build_base(backbone, spec.image_size, spec.weights)
-        model = build_classifier(base, backbone, spec, len(dataset.classes))
-    checkpoint = Checkpoint(artifact_dir / CHECKPOINT_FOLDER)
-    reporter.resume_from(checkpoint.state.rows)
-    recorder = EpochRecorder(reporter, len(data.train_index), checkpoint)
+        model, base = build_model(spec, len(dataset.classes))
     try:
-        summary = _train_and_save(spec, dataset, data, model, base, recorder, artifact_dir,
+        summary = _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir,
                                   feature_cache_path(cache_dir, dataset.sha256, spec, policy), clock)
     except AttemptSuperseded:
         raise  # the checkpoint now belongs to the attempt that owns the job
     except Exception:
-        checkpoint.remove()  # the job failed: a retry starts over
+        shutil.rmtree(artifact_dir / CHECKPOINT_FOLDER, ignore_errors=True)  # the job failed: a retry starts over
         raise
     # Only a worker that dies (no exception reaches here) leaves its checkpoint to resume from.
-    checkpoint.remove()
+    shutil.rmtree(artifact_dir / CHECKPOINT_FOLDER, ignore_errors=True)
     return summary
 
 
-def _train_and_save(spec, dataset, data, model, base, recorder, artifact_dir: Path, features_path: Path,
+def build_model(spec: JobSpec, class_count: int):
+    """(classifier, base): the base's weights come from the job's seed, the same for every trial."""
+    import keras
+
+    keras.utils.set_random_seed(spec.seed)
+    backbone = get_backbone(spec.backbone)
+    base = build_base(backbone, spec.image_size, spec.weights)
+    return build_classifier(base, backbone, spec, class_count), base
+
+
+def _feature_count(model) -> int:
+    """How many pooled features the base gives the head."""
+    return int(model.get_layer(POOLED_LAYER).output.shape[-1])
+
+
+def _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir: Path, features_path: Path,
                     clock: PhaseClock) -> dict:
-    """Compute or load the features if they are used, train, save every artifact and summarise."""
-    features = None
+    """Train every trial (together on cached features, or one by one), choose, save every artifact and summarise."""
+    trials = plan_trials(spec)
     if uses_feature_cache(spec):
         with clock.phase("computing features"):
             features = pooled_features(model, data.images, features_path)
-    with clock.phase("training"):
-        train(model, base, spec, data, recorder, artifact_dir, features)
+        with clock.phase("training"):
+            outcomes, resumed_after = _train_stacked(spec, trials, data, features, reporter, artifact_dir)
+    else:
+        with clock.phase("training"):
+            outcomes, resumed_after = _train_end_to_end(spec, trials, data, model, base, reporter, artifact_dir)
     with clock.phase("saving artifacts"):
+        selection = choose_trial(outcomes)
+        _load_selected(model, selection.outcome, artifact_dir)
         _save_model(model, artifact_dir)
-        _write_artifact(artifact_dir / "history.csv", lambda path: _write_history(recorder.rows, path))
+        _write_artifact(artifact_dir / "history.csv", lambda path: _write_history(selection.outcome.rows, path))
         _write_artifact(artifact_dir / "labels.json", lambda path: path.write_text(json.dumps(dataset.classes)))
+        results = [_save_trial(outcome, data, artifact_dir, outcome is selection.outcome) for outcome in outcomes]
+    reporter.record_trials(results)
     train_seconds = clock.seconds["training"] + clock.seconds.get("computing features", 0.0)
-    summary = _summary(spec, dataset, model, data, recorder, train_seconds, artifact_dir)
+    summary = _summary(spec, dataset, model, data, selection, outcomes, train_seconds, artifact_dir)
     summary["phase_seconds"] = clock.seconds
-    summary["resumed_after_epoch"] = recorder.resumed_after_epoch
+    summary["resumed_after_epoch"] = resumed_after
     _write_artifact(artifact_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
     return summary
+
+
+def _train_stacked(spec, trials, data, features, reporter, artifact_dir: Path) -> tuple[list[TrialOutcome], int | None]:
+    """Train every trial's head at once on the cached features; each ends with its best epoch's weights."""
+    checkpoint = StackedCheckpoint(artifact_dir / CHECKPOINT_FOLDER / STACKED_CHECKPOINT)
+    trainer = StackedTrainer(trials, features, data.labels, data.split, spec.patience, reporter, checkpoint)
+    resumed_after = checkpoint.state["epochs"] if checkpoint.state else None
+    reporter.resume_from({trial: progress.rows for trial, progress in zip(trials, trainer.progress)})
+    trainer.fit(spec.epochs, spec.batch_size)
+    probabilities = trainer.best_probabilities(features[data.split.test]) if data.split.test.size else None
+    outcomes = [TrialOutcome(trial, progress.rows, trainer.cancelled, trainer.best[index],
+                             None if probabilities is None else probabilities[:, index])
+                for index, (trial, progress) in enumerate(zip(trials, trainer.progress)) if progress.rows]
+    return outcomes, resumed_after
+
+
+def _train_end_to_end(spec, trials, data, model, base, reporter, artifact_dir: Path) -> tuple[list[TrialOutcome], int | None]:
+    """Train the trials one after another through the whole model, each from the job's base and its own head seed.
+
+    A trial that finished keeps its outcome and weights in its folder, so a resumed job carries on with
+    the trial it was in, from that trial's checkpoint.
+    """
+    finished = [_finished_trial(trial, artifact_dir) for trial in trials]
+    checkpoints = [Checkpoint(artifact_dir / CHECKPOINT_FOLDER / f"trial-{trial.number}") for trial in trials]
+    reporter.resume_from({trial: (done.rows if done else checkpoint.state.rows)
+                          for trial, done, checkpoint in zip(trials, finished, checkpoints)})
+    resumed_after = next((len(c.state.rows) for c in checkpoints if c.resumed), None)
+    outcomes = []
+    for trial, done, checkpoint in zip(trials, finished, checkpoints):
+        if done is None:
+            if outcomes:  # the first trial trains the model built for the job; each later one a model of its own
+                model, base = build_model(spec, data.labels.shape[1])
+            done = _train_one(spec, trial, data, model, base, reporter, checkpoint, artifact_dir)
+        outcomes.append(done)
+        if done.cancelled:
+            break
+    return outcomes, resumed_after
+
+
+def _train_one(spec, trial: Trial, data, model, base, reporter, checkpoint: Checkpoint, artifact_dir: Path) -> TrialOutcome:
+    """Train one trial end to end from its seed's head, test its best weights and keep them in its folder."""
+    import keras
+
+    set_head_weights(model, initial_head_weights(_feature_count(model), data.labels.shape[1], trial.seed))
+    keras.utils.set_random_seed(trial.seed)  # augmentation's draws
+    recorder = EpochRecorder(reporter, len(data.split.train), checkpoint, trial)
+    train(model, base, spec, data, recorder, artifact_dir)
+    test = data.split.test
+    probabilities = np.asarray(model.predict(data.images[test], batch_size=spec.batch_size, verbose=0),
+                               dtype=np.float32) if test.size else None
+    outcome = TrialOutcome(trial, recorder.rows, recorder.cancelled, head_weights(model), probabilities)
+    folder = _trial_folder(artifact_dir, trial)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_artifact(folder / TRIAL_WEIGHTS, model.save_weights)
+    _write_artifact(folder / "head.npz", lambda path: _save_arrays(path, outcome.head))
+    if probabilities is not None:
+        np.save(folder / "test-probabilities.npy", probabilities)
+    _write_artifact(folder / TRIAL_OUTCOME, lambda path: path.write_text(
+        json.dumps({"rows": outcome.rows, "cancelled": outcome.cancelled})))
+    checkpoint.remove()
+    return outcome
+
+
+def _finished_trial(trial: Trial, artifact_dir: Path) -> TrialOutcome | None:
+    """An end-to-end trial an earlier attempt of this job finished, or None."""
+    folder = _trial_folder(artifact_dir, trial)
+    try:
+        saved = json.loads((folder / TRIAL_OUTCOME).read_text())
+    except FileNotFoundError:
+        return None
+    probabilities_file = folder / "test-probabilities.npy"
+    probabilities = np.load(probabilities_file) if probabilities_file.exists() else None
+    return TrialOutcome(trial, saved["rows"], saved["cancelled"], [], probabilities)
+
+
+def _trial_folder(artifact_dir: Path, trial: Trial) -> Path:
+    """Where one trial's own artifacts live."""
+    return artifact_dir / TRIALS_FOLDER / f"{trial.number:02d}"
+
+
+@dataclass
+class Selection:
+    """The chosen learning rate (best mean best validation accuracy over its repeats) and its best repeat."""
+
+    learning_rate: float
+    outcome: TrialOutcome
+    repeats: list[TrialOutcome]
+    mean_best_val_accuracy: dict[float, float]
+
+
+def choose_trial(outcomes: list[TrialOutcome]) -> Selection:
+    """Choose on validation only: the rate with the best mean, then its repeat with the best validation accuracy.
+
+    Ties go to the rate listed first and the lowest repeat.
+    """
+    by_rate: dict[float, list[TrialOutcome]] = {}
+    for outcome in outcomes:
+        by_rate.setdefault(outcome.trial.learning_rate, []).append(outcome)
+    means = {rate: statistics.fmean(o.best_row["val_accuracy"] for o in group) for rate, group in by_rate.items()}
+    rate = max(means, key=means.get)
+    repeats = by_rate[rate]
+    selected = max(repeats, key=lambda outcome: outcome.best_row["val_accuracy"])
+    return Selection(rate, selected, repeats, means)
+
+
+def _load_selected(model, outcome: TrialOutcome, artifact_dir: Path) -> None:
+    """Give the job's model the selected trial's weights: its head, or its whole end-to-end model."""
+    weights_file = _trial_folder(artifact_dir, outcome.trial) / TRIAL_WEIGHTS
+    if weights_file.exists():
+        model.load_weights(weights_file)
+        outcome.head = head_weights(model)
+    else:
+        set_head_weights(model, outcome.head)
+
+
+def _save_trial(outcome: TrialOutcome, data: TrainingData, artifact_dir: Path, selected: bool) -> dict:
+    """Write the trial's history, head weights and test predictions; its result as the database stores it."""
+    folder = _trial_folder(artifact_dir, outcome.trial)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_artifact(folder / "history.csv", lambda path: _write_history(outcome.rows, path))
+    if not (folder / "head.npz").exists():  # end-to-end trials wrote theirs as they finished
+        _write_artifact(folder / "head.npz", lambda path: _save_arrays(path, outcome.head))
+    (folder / TRIAL_WEIGHTS).unlink(missing_ok=True)  # only the selected trial keeps a whole model, as model.keras
+    (folder / TRIAL_OUTCOME).unlink(missing_ok=True)
+    (folder / "test-probabilities.npy").unlink(missing_ok=True)
+    correct = None
+    if outcome.test_probabilities is not None:
+        predicted = outcome.test_probabilities.argmax(axis=1)
+        correct = predicted == data.labels[data.split.test].argmax(axis=1)
+        _write_artifact(folder / "predictions.npz", lambda path: _save_predictions(path, data.split.test, outcome))
+    best = outcome.best_row
+    return {"number": outcome.trial.number, "cancelled": outcome.cancelled, "selected": selected,
+            "best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], "epochs_run": len(outcome.rows),
+            "test_accuracy": None if correct is None else float(correct.mean()),
+            "test_correct": None if correct is None else pack_correct(correct)}
+
+
+def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    """Arrays in one .npz, in order (arr_0, arr_1, ...)."""
+    with path.open("wb") as destination:
+        np.savez(destination, *arrays)
+
+
+def _save_predictions(path: Path, test_index: np.ndarray, outcome: TrialOutcome) -> None:
+    """Per test image: its index in the dataset, the predicted class and every class's probability (float16)."""
+    probabilities = outcome.test_probabilities
+    with path.open("wb") as destination:
+        np.savez_compressed(destination, index=test_index.astype(np.int32),
+                            predicted=probabilities.argmax(axis=1).astype(np.int16),
+                            probabilities=probabilities.astype(np.float16))
+
+
+def _test_result(selection: Selection, data: TrainingData) -> dict | None:
+    """At the chosen rate: each repeat's test accuracy, their mean and its interval; None without a test set."""
+    if not data.split.test.size:
+        return None
+    truth = data.labels[data.split.test].argmax(axis=1)
+    correct = np.stack([outcome.test_probabilities.argmax(axis=1) == truth for outcome in selection.repeats])
+    interval = accuracy_interval(correct)
+    return {"accuracy_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+            "confidence": interval.confidence, "method": interval.method,
+            "accuracies": [float(row.mean()) for row in correct], "images": int(truth.size)}
+
+
+def _summary(spec, dataset, model, data, selection: Selection, outcomes, train_seconds: float, artifact_dir: Path) -> dict:
+    """The job's result: the chosen trial and its test interval, cost, size and speed."""
+    best = selection.outcome.best_row
+    rows = selection.outcome.rows
+    cancelled = any(outcome.cancelled for outcome in outcomes)
+    return {
+        "best_val_accuracy": selection.mean_best_val_accuracy[selection.learning_rate],
+        "best_val_loss": best["val_loss"],
+        "best_epoch": best["epoch"],
+        "epochs_run": len(rows),
+        "stopped_early": not cancelled and len(rows) < spec.epochs,
+        "cancelled": cancelled,
+        "learning_rates": list(spec.learning_rates),
+        "repeats": spec.repeats,
+        "chosen_learning_rate": selection.learning_rate,
+        "mean_best_val_accuracy_by_rate": [{"learning_rate": rate, "mean_best_val_accuracy": mean}
+                                           for rate, mean in selection.mean_best_val_accuracy.items()],
+        "selected_trial": selection.outcome.trial.number,
+        "trials_run": len(outcomes),
+        "test": _test_result(selection, data),
+        "splits": split_hashes(dataset.files, data.split),
+        "train_seconds": train_seconds,
+        "params_total": int(model.count_params()),
+        "params_trainable": int(sum(math.prod(weight.shape) for weight in model.trainable_weights)),
+        "model_bytes": (artifact_dir / "model.keras").stat().st_size,
+        "latency_ms_per_image": latency_ms_per_image(model, np.asarray(data.images[data.split.validation[0]])),
+        "n_train": len(data.split.train),
+        "n_validation": len(data.split.validation),
+        "n_test": len(data.split.test),
+        "feature_cache": uses_feature_cache(spec),
+        "precision": model.dtype_policy.name,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "image_size": spec.image_size,
+        "classes": list(dataset.classes),
+    }

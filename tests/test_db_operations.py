@@ -44,7 +44,7 @@ def test_recording_an_epoch_twice_keeps_one_row_with_the_latest_values(database,
     attempt = claim(database, job_ids[0])
     for loss in (0.9, 0.5):
         with database.transaction() as session:
-            assert ops.record_epoch(session, job_ids[0], attempt, 1, {"loss": loss, "val_accuracy": float("nan")})
+            assert ops.record_epochs(session, job_ids[0], attempt, 1, {0: {"loss": loss, "val_accuracy": float("nan")}})
     with database.transaction() as session:
         rows = ops.job_epochs(session, job_ids[0])
         assert [(row.epoch, row.loss, row.val_accuracy) for row in rows] == [(1, 0.5, None)]
@@ -57,7 +57,7 @@ def test_a_stale_attempt_can_no_longer_write(database, job_ids):
     newer = claim(database, job_ids[0], "w2")
     assert newer == attempt + 1
     with database.transaction() as session:
-        assert not ops.record_epoch(session, job_ids[0], attempt, 1, {"loss": 1.0})
+        assert not ops.record_epochs(session, job_ids[0], attempt, 1, {0: {"loss": 1.0}})
         assert not ops.heartbeat(session, job_ids[0], attempt)
         assert not ops.finish_job(session, job_ids[0], attempt, JobStatus.SUCCEEDED, summary={})
         assert ops.heartbeat(session, job_ids[0], newer, phase="training")
@@ -87,7 +87,7 @@ def test_epochs_done_counts_the_highest_epoch(database, job_ids):
     attempt = claim(database, job_ids[0])
     for epoch in (1, 2, 3):
         with database.transaction() as session:
-            ops.record_epoch(session, job_ids[0], attempt, epoch, {"loss": 1.0})
+            ops.record_epochs(session, job_ids[0], attempt, epoch, {0: {"loss": 1.0}})
     with database.transaction() as session:
         assert ops.epochs_done(session, job_ids) == {job_ids[0]: 3, job_ids[1]: 0}
 
@@ -233,7 +233,7 @@ def test_a_queued_job_not_claimed_in_time_is_sent_again_at_most_once_per_interva
 def test_deleting_a_benchmark_removes_its_jobs_and_epochs(database, job_ids):
     attempt = claim(database, job_ids[0])
     with database.transaction() as session:
-        ops.record_epoch(session, job_ids[0], attempt, 1, {"loss": 1.0})
+        ops.record_epochs(session, job_ids[0], attempt, 1, {0: {"loss": 1.0}})
         benchmark_id = session.get(Job, job_ids[0]).benchmark_id
     with database.transaction() as session:
         ops.delete_benchmark(session, benchmark_id)

@@ -34,10 +34,10 @@ class ProcessKilled(BaseException):
 class DyingReporter(DatabaseReporter):
     """The runner's reporter, in a worker that is killed while it reports epoch KILLED_AT_EPOCH."""
 
-    def record_epoch(self, epoch: int, metrics: dict) -> None:
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
         if epoch == KILLED_AT_EPOCH:
             raise ProcessKilled
-        super().record_epoch(epoch, metrics)
+        super().record_epochs(epoch, rows)
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def write_epochs(database_url: str, job_id: str, worker: str, folder: str) -> No
     beater.start()
     for epoch in range(1, EPOCHS + 1):
         with database.transaction() as session:
-            assert ops.record_epoch(session, job_id, attempt, epoch, {**METRICS, "loss": 1 / epoch})
+            assert ops.record_epochs(session, job_id, attempt, epoch, {0: {**METRICS, "loss": 1 / epoch}})
     stopped.set()
     beater.join()
     assert not beat_errors, beat_errors

@@ -41,16 +41,22 @@ class DatabaseReporter:
         self.database, self.job_id, self.attempt = database, job_id, attempt
         self.lost_ownership = False
 
-    def resume_from(self, rows: list[dict]) -> None:
-        """Keep the epochs the checkpoint has (none for a fresh start), drop any later ones."""
+    def resume_from(self, rows: dict) -> None:
+        """Record the job's trials; keep the epochs the checkpoint has of each (none for a fresh start), drop the rest."""
         with self.database.transaction() as session:
             owned = ops.resume_epochs(session, self.job_id, self.attempt, rows)
         self._stop_unless(owned)
 
-    def record_epoch(self, epoch: int, metrics: dict) -> None:
-        """Write the epoch row (one short transaction per epoch)."""
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
+        """Write the epoch's row of each trial named (one short transaction per epoch)."""
         with self.database.transaction() as session:
-            owned = ops.record_epoch(session, self.job_id, self.attempt, epoch, metrics)
+            owned = ops.record_epochs(session, self.job_id, self.attempt, epoch, rows)
+        self._stop_unless(owned)
+
+    def record_trials(self, results: list[dict]) -> None:
+        """Store the trials' results."""
+        with self.database.transaction() as session:
+            owned = ops.record_trials(session, self.job_id, self.attempt, results)
         self._stop_unless(owned)
 
     def _stop_unless(self, owned: bool) -> None:

@@ -14,16 +14,26 @@ class RecordingReporter:
         self.stop_after = stop_after
         self.epochs: list[tuple[int, dict]] = []
         self.messages: list[str] = []
-        self.resumed_from: list[dict] | None = None
+        self.resumed_from: dict[int, list[dict]] | None = None
+        self.trial_epochs: dict[int, list[tuple[int, dict]]] = {}
+        self.trial_results: list[dict] = []
 
-    def resume_from(self, rows: list[dict]) -> None:
-        """Keep only the epochs before the job's starting point, as the database does."""
-        self.resumed_from = rows
-        self.epochs = [(row["epoch"], row) for row in rows]
+    def resume_from(self, rows: dict) -> None:
+        """Keep only the epochs before the job's starting point, as the database does (trial 0's in `epochs`)."""
+        self.resumed_from = {trial.number: trial_rows for trial, trial_rows in rows.items()}
+        self.trial_epochs = {number: [(row["epoch"], row) for row in trial_rows]
+                             for number, trial_rows in self.resumed_from.items()}
+        self.epochs = self.trial_epochs.get(0, [])
 
-    def record_epoch(self, epoch: int, metrics: dict) -> None:
-        """Remember the epoch."""
-        self.epochs.append((epoch, metrics))
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
+        """Remember each trial's epoch; `epochs` holds trial 0's, and counts toward stop_after."""
+        for number, metrics in rows.items():
+            self.trial_epochs.setdefault(number, []).append((epoch, metrics))
+        self.epochs = self.trial_epochs.get(0, [])
+
+    def record_trials(self, results: list[dict]) -> None:
+        """Remember the trials' results."""
+        self.trial_results = results
 
     def progress(self, message: str) -> None:
         """Remember the message."""

@@ -21,12 +21,12 @@ def dying_reporter(make_reporter):
             super().__init__()
             self.dies_at, self.fails_at = dies_at, fails_at
 
-        def record_epoch(self, epoch: int, metrics: dict) -> None:
+        def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
             if epoch == self.dies_at:
                 raise ProcessKilled
             if epoch == self.fails_at:
                 raise RuntimeError("the disk is full")
-            super().record_epoch(epoch, metrics)
+            super().record_epochs(epoch, rows)
 
     return DyingReporter
 
