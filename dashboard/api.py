@@ -29,12 +29,22 @@ from dashboard.prediction import (
     run_prediction,
     store_prediction_image,
 )
-from dashboard.presenters import benchmark_json, dataset_json, epoch_json, job_json, worker_json
+from dashboard.presenters import (
+    benchmark_json,
+    dataset_json,
+    epoch_json,
+    epoch_series_json,
+    job_json,
+    trials_json,
+    worker_json,
+)
 from dashboard.schemas import SAMPLE_BENCHMARK, BenchmarkRequest, DatasetPathRequest, describe_validation_error
 from dashboard.weights import WeightsRejected, store_weights_upload
 from db import operations as ops
 from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
+from jobs.datasets import ImageFile
+from jobs.splits import split_indices, split_problem
 from worker.celery_app import enqueue_training
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -231,6 +241,9 @@ def submit_benchmark(body: BenchmarkRequest):
         dataset = session.get(Dataset, body.dataset)
         if dataset is None:
             raise BadRequest(f"dataset: dataset {body.dataset} not found", "dataset")
+        problem = _split_problem(dataset, body)
+        if problem:
+            raise BadRequest(f"dataset: {problem}", "dataset")
         name = body.name or f"{dataset.name}: {', '.join(body.backbones)}"
         benchmark = ops.create_benchmark(session, name=name, dataset_id=dataset.id,
                                          config=body.model_dump(), specs=body.job_specs(), pool=body.pool)
@@ -242,6 +255,13 @@ def submit_benchmark(body: BenchmarkRequest):
     except Exception as error:
         _withdraw(benchmark.id, error)
     return jsonify(id=benchmark.id, pool=body.pool, jobs=jobs), 201
+
+
+def _split_problem(dataset: Dataset, body: BenchmarkRequest) -> str | None:
+    """Why the benchmark's split of this dataset cannot be trained and tested on (a class too small), or None."""
+    files = [ImageFile(*entry) for entry in dataset.manifest]
+    split = split_indices(files, body.validation_split, body.seed, body.test_split)
+    return split_problem(files, dataset.classes, split)
 
 
 def _withdraw(benchmark_id: int, error: Exception):
@@ -264,28 +284,30 @@ def list_benchmarks():
     """List the benchmarks."""
     with database().transaction() as session:
         benchmarks = ops.list_benchmarks(session)
-        done = ops.epochs_done(session, [job.id for b in benchmarks for job in b.jobs])
-        return jsonify(benchmarks=[benchmark_json(b, done) for b in benchmarks])
+        job_ids = [job.id for b in benchmarks for job in b.jobs]
+        done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids)
+        return jsonify(benchmarks=[benchmark_json(b, done, trials) for b in benchmarks])
 
 
 @api.get("/benchmarks/<id:benchmark_id>")
-@documented(responses={200: "The benchmark, its configuration and every job's summary", 404: "No such benchmark"})
+@documented(responses={200: "The benchmark, its configuration, splits, every job's summary and the comparison "
+                             "against the leader", 404: "No such benchmark"})
 def get_benchmark(benchmark_id: int):
-    """Show one benchmark."""
+    """Show one benchmark, with which backbones are statistically tied with the leader."""
     with database().transaction() as session:
         benchmark = ops.get_existing(session, Benchmark, benchmark_id)
-        done = ops.epochs_done(session, [job.id for job in benchmark.jobs])
-        return jsonify(benchmark_json(benchmark, done, detail=True))
+        job_ids = [job.id for job in benchmark.jobs]
+        done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids, with_correctness=True)
+        return jsonify(benchmark_json(benchmark, done, trials, detail=True))
 
 
 @api.get("/benchmarks/<id:benchmark_id>/epochs")
-@documented(responses={200: "Every job's epochs, one series per backbone", 404: "No such benchmark"})
+@documented(responses={200: "One series per backbone: its shown trial's epochs and the band across its repeats",
+                        404: "No such benchmark"})
 def get_benchmark_epochs(benchmark_id: int):
-    """All epochs of a benchmark in one call, for its charts."""
+    """The curves of a benchmark in one call, for its charts: each job's selected trial (trial 0 until one is)."""
     with database().transaction() as session:
-        series = ops.benchmark_epochs(session, benchmark_id)
-        return jsonify(series=[{"job_id": job.id, "backbone": job.backbone, "epochs": [epoch_json(e) for e in epochs]}
-                               for job, epochs in series])
+        return jsonify(series=[epoch_series_json(job, epochs) for job, epochs in ops.benchmark_epochs(session, benchmark_id)])
 
 
 @api.post("/benchmarks/<id:benchmark_id>/predict")
@@ -335,7 +357,8 @@ def get_job(job_id: int):
     """Show one job."""
     with database().transaction() as session:
         job = ops.get_existing(session, Job, job_id)
-        return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True))
+        return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True,
+                                trials=ops.job_trials(session, [job_id])[job_id]))
 
 
 @api.post("/jobs/<id:job_id>/cancel")
@@ -371,11 +394,27 @@ def list_workers():
 
 
 @api.get("/jobs/<id:job_id>/epochs")
-@documented(responses={200: "The job's epoch metrics in order", 404: "No such job"})
+@documented(responses={200: "The job's epoch metrics, by trial then epoch", 404: "No such job"},
+            query={"trial": "Only this trial's epochs (its number, from GET /jobs/{job_id}/trials)"})
 def get_job_epochs(job_id: int):
-    """List a job's epochs."""
+    """List a job's epochs, every trial's or one trial's."""
+    trial = request.args.get("trial")
+    if trial is not None and not (trial.isdigit() and len(trial) <= 3):
+        raise BadRequest("trial: must be a trial number (0, 1, ...)", "trial")
     with database().transaction() as session:
-        return jsonify(epochs=[epoch_json(e) for e in ops.job_epochs(session, job_id)])
+        epochs = ops.job_epochs(session, job_id, None if trial is None else int(trial))
+        return jsonify(epochs=[epoch_json(e) for e in epochs])
+
+
+@api.get("/jobs/<id:job_id>/trials")
+@documented(responses={200: "The job's trials (learning rate x repeat) with their progress and results",
+                        404: "No such job"})
+def get_job_trials(job_id: int):
+    """List a job's trials: learning rate, repeat, seed, status, best validation and test accuracy, selected."""
+    with database().transaction() as session:
+        job = ops.get_existing(session, Job, job_id)
+        rows = ops.job_trials(session, [job_id])[job_id]
+        return jsonify(trials_json(job, rows, ops.trial_epochs_done(session, job_id)))
 
 
 def _artifact_dir(job_id: int) -> Path:

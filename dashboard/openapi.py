@@ -24,15 +24,16 @@ ERROR_SCHEMA = {
 
 
 def documented(body: type[BaseModel] | None = None, multipart_file: bool | str = False,
-               responses: dict | None = None, public: bool = False):
+               responses: dict | None = None, public: bool = False, query: dict[str, str] | None = None):
     """Attach what the OpenAPI document should say about a view's body and answers.
 
     `multipart_file`: the view takes a multipart field `file`; a string names its media type (True: a zip).
     `public`: the route needs no token even when the server has one (the health check).
+    `query`: optional query parameters (name -> description), each a whole number from 0 to 999.
     """
     def attach(view):
         view.openapi = {"body": body, "multipart_file": multipart_file, "responses": responses or {200: "OK"},
-                        "public": public}
+                        "public": public, "query": query or {}}
         return view
     return attach
 
@@ -46,7 +47,7 @@ def build_openapi(app: Flask, prefix: str = "/api/v1") -> dict:
             continue
         view = app.view_functions[rule.endpoint]
         declared = getattr(view, "openapi", {"body": None, "multipart_file": False, "responses": {200: "OK"},
-                                             "public": False})
+                                             "public": False, "query": {}})
         if declared["body"]:
             models.add(declared["body"])
         path = PATH_PARAMETER.sub(r"{\g<name>}", rule.rule)
@@ -69,7 +70,10 @@ def _operation(rule, view, declared: dict) -> dict:
     operation = {
         "operationId": rule.endpoint.split(".")[-1],
         "summary": (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else rule.endpoint,
-        "parameters": [_path_parameter(match, rule.map.converters) for match in PATH_PARAMETER.finditer(rule.rule)],
+        "parameters": [*(_path_parameter(match, rule.map.converters) for match in PATH_PARAMETER.finditer(rule.rule)),
+                       *({"name": name, "in": "query", "required": False, "description": text,
+                          "schema": {"type": "integer", "minimum": 0, "maximum": 999}}
+                         for name, text in declared["query"].items())],
         "responses": _responses(declared["responses"]),
     }
     if declared["public"]:

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
-from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, Worker
+import numpy as np
+
+from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, Trial, Worker
 from db.operations import worker_status
+from jobs.spec import JobSpec, plan_trials
+from jobs.stats import compare_to_leader, tie_sentence, unpack_correct
 from worker.celery_app import PREDICT_QUEUE
 
 
@@ -29,8 +34,8 @@ def dataset_json(dataset: Dataset) -> dict:
     }
 
 
-def job_json(job: Job, epochs_done: int, detail: bool = False) -> dict:
-    """A job with its status, progress and summary; with detail, its spec and traceback too."""
+def job_json(job: Job, epochs_done: int, detail: bool = False, trials: list[Trial] | None = None) -> dict:
+    """A job with its status, progress (epochs and trials) and summary; with detail, its spec and traceback too."""
     shown = {
         "id": job.id,
         "benchmark_id": job.benchmark_id,
@@ -43,6 +48,8 @@ def job_json(job: Job, epochs_done: int, detail: bool = False) -> dict:
         "image_size": job.spec["image_size"],
         "epochs": job.spec["epochs"],
         "epochs_done": epochs_done,
+        "trials_total": len(planned_trials(job)),
+        "trials_done": sum(trial.finished is not None for trial in trials or []),
         "error": job.error,
         "summary": job.summary,
         "created_at": iso(job.created_at),
@@ -55,18 +62,82 @@ def job_json(job: Job, epochs_done: int, detail: bool = False) -> dict:
     return shown
 
 
+def planned_trials(job: Job) -> list:
+    """The job's trials (jobs.spec.Trial), as its spec plans them."""
+    return plan_trials(JobSpec.model_validate(job.spec))
+
+
+def _succeeded(benchmark: Benchmark) -> list[Job]:
+    """The jobs that ran to their end (a cancelled job's partial run never leads)."""
+    return [job for job in benchmark.jobs if job.status is JobStatus.SUCCEEDED and job.summary]
+
+
 def leader(benchmark: Benchmark) -> dict | None:
-    """The succeeded job with the best validation accuracy, or None yet (a cancelled job's partial run never leads)."""
-    scored = [job for job in benchmark.jobs if job.status is JobStatus.SUCCEEDED and job.summary
-              and job.summary.get("best_val_accuracy") is not None]
+    """The succeeded job with the highest mean test accuracy, or None yet.
+
+    A benchmark made before test sets has none: its leader is the best validation accuracy, and says so ("by").
+    """
+    tested = [job for job in _succeeded(benchmark) if job.summary.get("test")]
+    if tested:
+        best = max(tested, key=lambda job: job.summary["test"]["accuracy_mean"])
+        return {"job_id": best.id, "backbone": best.backbone, "by": "test_accuracy",
+                "test_accuracy_mean": best.summary["test"]["accuracy_mean"],
+                "best_val_accuracy": best.summary["best_val_accuracy"]}
+    scored = [job for job in _succeeded(benchmark) if job.summary.get("best_val_accuracy") is not None]
     if not scored:
         return None
     best = max(scored, key=lambda job: job.summary["best_val_accuracy"])
-    return {"job_id": best.id, "backbone": best.backbone, "best_val_accuracy": best.summary["best_val_accuracy"]}
+    return {"job_id": best.id, "backbone": best.backbone, "by": "val_accuracy", "test_accuracy_mean": None,
+            "best_val_accuracy": best.summary["best_val_accuracy"]}
 
 
-def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], detail: bool = False) -> dict:
-    """A benchmark with its derived status, leader and jobs (with detail: its configuration)."""
+def splits_json(benchmark: Benchmark) -> dict | None:
+    """The benchmark's train, validation and test parts (counts and hashes), once a job has reported them."""
+    reported = [job.summary["splits"] for job in benchmark.jobs if job.summary and job.summary.get("splits")]
+    return reported[0] if reported else None
+
+
+def _correctness(job: Job, trials: list[Trial]) -> tuple[bytes, ...]:
+    """The packed test correctness of the job's repeats at its chosen learning rate."""
+    chosen = job.summary["chosen_learning_rate"]
+    return tuple(trial.test_correct for trial in trials
+                 if trial.learning_rate == chosen and trial.test_correct is not None)
+
+
+@lru_cache(maxsize=64)
+def _compare(results: tuple[tuple[int, tuple[bytes, ...]], ...], images: int):
+    """compare_to_leader on packed correctness, kept: the dashboard asks again every few seconds."""
+    return compare_to_leader({job_id: np.stack([unpack_correct(packed, images) for packed in repeats])
+                              for job_id, repeats in results})
+
+
+def comparison_json(benchmark: Benchmark, trials: dict[int, list[Trial]]) -> dict | None:
+    """Every tested backbone against the leader on the same test images; None before any has a test result.
+
+    `trials` must carry their test correctness (db.operations.job_trials with_correctness).
+    """
+    tested = [job for job in _succeeded(benchmark) if job.summary.get("test")]
+    results = tuple((job.id, _correctness(job, trials.get(job.id, []))) for job in tested)
+    results = tuple((job_id, repeats) for job_id, repeats in results if repeats)
+    if not results:
+        return None
+    comparison = _compare(results, tested[0].summary["test"]["images"])
+    names = {job.id: job.backbone for job in tested}
+    return {
+        "alpha": comparison.alpha,
+        "leader_job_id": comparison.leader,
+        "sentence": tie_sentence(names[comparison.leader], [names[job_id] for job_id in comparison.tied],
+                                 len(comparison.tests), comparison.alpha),
+        "tied_with_leader": comparison.tied,
+        "tests": {str(job_id): {"p_value": test.p_value, "test": test.test, "difference": test.difference}
+                  for job_id, test in comparison.tests.items()},
+    }
+
+
+def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], trials: dict[int, list[Trial]],
+                   detail: bool = False) -> dict:
+    """A benchmark with its derived status, leader, splits and jobs; with detail, its configuration and the
+    comparison against the leader (`trials` then carry their test correctness)."""
     shown = {
         "id": benchmark.id,
         "name": benchmark.name,
@@ -75,18 +146,74 @@ def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], detail: bo
         "backbones": [job.backbone for job in benchmark.jobs],
         "pool": benchmark.config.get("pool", DEFAULT_POOL),
         "leader": leader(benchmark),
+        "splits": splits_json(benchmark),
         "created_at": iso(benchmark.created_at),
-        "jobs": [job_json(job, epochs_done.get(job.id, 0)) for job in benchmark.jobs],
+        "jobs": [job_json(job, epochs_done.get(job.id, 0), trials=trials.get(job.id)) for job in benchmark.jobs],
     }
     if detail:
         shown["config"] = benchmark.config
+        shown["comparison"] = comparison_json(benchmark, trials)
     return shown
 
 
 def epoch_json(epoch: Epoch) -> dict:
-    """One epoch's metrics."""
-    return {"epoch": epoch.epoch, **{name: getattr(epoch, name) for name in EPOCH_METRICS},
+    """One epoch's metrics, with its trial's number."""
+    return {"epoch": epoch.epoch, "trial": epoch.trial, **{name: getattr(epoch, name) for name in EPOCH_METRICS},
             "recorded_at": iso(epoch.recorded_at)}
+
+
+def _shown_trial(job: Job) -> int:
+    """The trial the job's curves show: the selected one, or trial 0 until one is selected."""
+    return (job.summary or {}).get("selected_trial", 0)
+
+
+def _band(job: Job, epochs: list[Epoch]) -> list[dict]:
+    """Per epoch, the lowest and highest validation accuracy across the repeats at the chosen learning rate."""
+    summary = job.summary or {}
+    if summary.get("repeats", 1) < 2 or "chosen_learning_rate" not in summary:
+        return []
+    repeats = {trial.number for trial in planned_trials(job) if trial.learning_rate == summary["chosen_learning_rate"]}
+    by_epoch: dict[int, list[float]] = {}
+    for epoch in epochs:
+        if epoch.trial in repeats and epoch.val_accuracy is not None:
+            by_epoch.setdefault(epoch.epoch, []).append(epoch.val_accuracy)
+    return [{"epoch": number, "low": min(values), "high": max(values)} for number, values in sorted(by_epoch.items())]
+
+
+def epoch_series_json(job: Job, epochs: list[Epoch]) -> dict:
+    """A job's curve for the charts: its shown trial's epochs and the band across that trial's repeats."""
+    shown = _shown_trial(job)
+    return {"job_id": job.id, "backbone": job.backbone, "trial": shown,
+            "epochs": [epoch_json(epoch) for epoch in epochs if epoch.trial == shown], "band": _band(job, epochs)}
+
+
+def _trial_status(job: Job, row: Trial | None, epochs_done: int) -> str:
+    """A trial's state: its own end once the job's training ended, else what the job's state implies."""
+    if row is not None and row.finished is not None:
+        return "succeeded" if row.finished == "completed" else "cancelled"
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return "running" if job.status is JobStatus.RUNNING and epochs_done else "queued"
+    return job.status.value if job.status is not JobStatus.SUCCEEDED else "cancelled"
+
+
+def trials_json(job: Job, rows: list[Trial], epochs_done: dict[int, int]) -> dict:
+    """Every planned trial of the job with its progress and result (none until the job's training ended)."""
+    by_number = {row.number: row for row in rows}
+    selected = _shown_trial(job) if job.summary else None
+    shown = []
+    for trial in planned_trials(job):
+        row = by_number.get(trial.number)
+        shown.append({
+            "number": trial.number, "learning_rate": trial.learning_rate, "repeat": trial.repeat, "seed": trial.seed,
+            "status": _trial_status(job, row, epochs_done.get(trial.number, 0)),
+            "epochs_done": epochs_done.get(trial.number, 0),
+            "best_val_accuracy": row.best_val_accuracy if row else None,
+            "best_epoch": row.best_epoch if row else None,
+            "epochs_run": row.epochs_run if row else None,
+            "test_accuracy": row.test_accuracy if row else None,
+            "selected": trial.number == selected,
+        })
+    return {"job_id": job.id, "test_set": bool(job.spec.get("test_split")), "trials": shown}
 
 
 def worker_json(worker: Worker, current_job: Job | None) -> dict:

@@ -45,6 +45,9 @@ class DatasetPathRequest(RequestModel):
     name: Annotated[str | None, Field(default=None, min_length=1, max_length=200)] = None
 
 
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+MOST_LEARNING_RATES = 5
+MOST_REPEATS = 10
 LARGEST_IMAGE_SIZE = 2048
 ImageSize = Annotated[int, Field(ge=1, le=LARGEST_IMAGE_SIZE)]
 # No backbone takes less; sizes_fit_backbones names the backbone when a size is below its own minimum.
@@ -99,7 +102,14 @@ class BenchmarkRequest(RequestModel):
         default=None, validate_default=True, json_schema_extra=document_image_size,
         description="One size for all, or backbone → size (each one of `backbones`); default: each backbone's "
                     "own. No size may be below its backbone's minimum (GET /api/v1/backbones)")
-    learning_rate: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    # The list's length is checked by rate_grid (pydantic would name the number branch of the union instead).
+    learning_rate: LearningRate | Annotated[list[LearningRate], Field(json_schema_extra={
+        "minItems": 1, "maxItems": MOST_LEARNING_RATES, "uniqueItems": True})] = Field(
+        default=1e-3, description=f"One learning rate, or up to {MOST_LEARNING_RATES} distinct ones to choose from: "
+                                  "each backbone keeps the one with the best mean validation accuracy over its repeats")
+    repeats: Annotated[int, Field(ge=1, le=MOST_REPEATS, description=(
+        "Trainings per learning rate, repeat i from seed + i on the same split; the test accuracy is their mean "
+        "with a 95 % confidence interval"))] = 1
     patience: Annotated[int, Field(ge=0, le=10_000)] = 10
     weights: Annotated[str, Field(min_length=1, max_length=4096, description=(
         '"imagenet", "none", the id POST /api/v1/weights answered, or the path of a file under TLBENCH_DATA_ROOTS'
@@ -107,7 +117,10 @@ class BenchmarkRequest(RequestModel):
     augment: bool = False
     fine_tune_layers: Annotated[int, Field(ge=0, le=10_000)] = 0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
-    validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    validation_split: Annotated[float, Field(gt=0, lt=1, description=(
+        "Share of each class kept for choosing epochs and learning rates (a validation/ folder overrides it)"))] = 0.15
+    test_split: Annotated[float, Field(gt=0, lt=1, description=(
+        "Share of each class held out and tested once per trial (a test/ folder overrides it)"))] = 0.15
     mixed_precision: bool | None = Field(
         default=None, description="bfloat16 compute; default (null): on where the worker has a GPU or TPU")
     pool: str = Field(
@@ -123,6 +136,26 @@ class BenchmarkRequest(RequestModel):
         if problem:
             raise ValueError(problem)
         return pool
+
+    @field_validator("learning_rate")
+    @classmethod
+    def rate_grid(cls, rates):
+        """A grid lists 1 to MOST_LEARNING_RATES learning rates, each once."""
+        if not isinstance(rates, list):
+            return rates
+        if not 1 <= len(rates) <= MOST_LEARNING_RATES:
+            raise ValueError(f"lists {len(rates)} learning rates; give 1 to {MOST_LEARNING_RATES}")
+        if len(set(rates)) < len(rates):
+            raise ValueError("lists a learning rate more than once")
+        return rates
+
+    @field_validator("test_split")
+    @classmethod
+    def splits_leave_training_images(cls, test_split: float, info: ValidationInfo) -> float:
+        """Validation and test together leave a share for training."""
+        if test_split + info.data.get("validation_split", 0) >= 1:
+            raise ValueError("validation_split and test_split together must be below 1")
+        return test_split
 
     @field_validator("backbones")
     @classmethod
@@ -206,4 +239,6 @@ SAMPLE_BENCHMARK = {
     "batch_size": 16,
     "patience": 8,
     "weights": "none",
+    # Three repeats, so the first table a new user sees has confidence intervals.
+    "repeats": 3,
 }

@@ -343,6 +343,13 @@ def epochs_done(session: Session, job_ids: list[int]) -> dict[int, int]:
     return done
 
 
+def trial_epochs_done(session: Session, job_id: int) -> dict[int, int]:
+    """The highest recorded epoch of each trial of a job that has any."""
+    rows = session.execute(select(Epoch.trial, func.max(Epoch.epoch)).where(Epoch.job_id == job_id)
+                           .group_by(Epoch.trial))
+    return {trial: latest for trial, latest in rows}
+
+
 def benchmark_epochs(session: Session, benchmark_id: int) -> list[tuple[Job, list[Epoch]]]:
     """Every job of a benchmark with its epoch rows, in one query for the rows."""
     benchmark = get_existing(session, Benchmark, benchmark_id)

@@ -457,7 +457,7 @@ def _train_stacked(spec, trials, data, features, reporter, artifact_dir: Path) -
     checkpoint = StackedCheckpoint(artifact_dir / CHECKPOINT_FOLDER / STACKED_CHECKPOINT)
     trainer = StackedTrainer(trials, features, data.labels, data.split, spec.patience, reporter, checkpoint)
     resumed_after = checkpoint.state["epochs"] if checkpoint.state else None
-    reporter.resume_from({trial: progress.rows for trial, progress in zip(trials, trainer.progress)})
+    reporter.resume_from({trial: list(progress.rows) for trial, progress in zip(trials, trainer.progress)})
     trainer.fit(spec.epochs, spec.batch_size)
     probabilities = trainer.best_probabilities(features[data.split.test]) if data.split.test.size else None
     outcomes = [TrialOutcome(trial, progress.rows, trainer.cancelled, trainer.best[index],

@@ -3,6 +3,7 @@ the models' schema, adopt a database an earlier tlbench made without them, and s
 migrating one empty database at once."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import subprocess
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
@@ -67,11 +70,22 @@ def create_all(database_url: str) -> None:
         engine.dispose()
 
 
+def undo_trials(connection) -> None:
+    """Take away the trials table and the epochs' trial numbers, by revision 0004's own downgrade."""
+    path = ROOT / "db" / "migrations" / "versions" / "0004_trials.py"
+    module_spec = importlib.util.spec_from_file_location("revision_0004", path)
+    revision = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(revision)
+    with Operations.context(MigrationContext.configure(connection)):
+        revision.downgrade()
+
+
 def drop_newer_columns(database_url: str) -> None:
-    """Take away the columns an earlier tlbench's create_all did not make (revisions 0002 and 0003 add them)."""
+    """Take away what an earlier tlbench's create_all did not make (revisions 0002 to 0004 add it)."""
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
+            undo_trials(connection)
             for table, column in NEWER_COLUMNS:
                 connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
             assert "alembic_version" not in inspect(connection).get_table_names()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jobs.features import feature_cache_path, forget_compiled_heads, uses_feature_cache
+from jobs.features import feature_cache_path, uses_feature_cache
 from jobs.spec import JobSpec
 from jobs.training import run_job
 
@@ -65,20 +65,37 @@ def test_features_are_computed_once_per_base_and_reused(small_dataset, tmp_path,
     assert list((cache / "features").glob("*.npy")) == [features]
 
 
-def test_a_head_reused_from_an_earlier_job_trains_like_a_new_one(small_dataset, tmp_path, make_reporter):
-    # The process keeps compiled heads between jobs: the second job must not inherit the first's
-    # weights, optimizer moments, step count or learning rate.
-    cache = tmp_path / "cache"
-    run_job(spec(learning_rate=1e-2), small_dataset, tmp_path / "first", cache, make_reporter())
-    reused = make_reporter()
-    run_job(spec(), small_dataset, tmp_path / "reused", cache, reused)
-    forget_compiled_heads()
-    fresh = make_reporter()
-    run_job(spec(), small_dataset, tmp_path / "fresh", cache, fresh)
-    assert len(reused.epochs) == len(fresh.epochs) == 3
-    for (_, after_reuse), (_, new) in zip(reused.epochs, fresh.epochs, strict=True):
-        for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
-            assert after_reuse[metric] == pytest.approx(new[metric], rel=1e-6, abs=1e-7), metric
+@pytest.fixture(scope="module")
+def trials_both_ways(small_dataset, tmp_path_factory, make_reporter):
+    """Two learning rates x two repeats with a test set, on cached features (stacked heads) and end to end."""
+    results = {}
+    for feature_cache in (True, False):
+        artifacts = tmp_path_factory.mktemp(f"trials-{feature_cache}")
+        reporter = make_reporter()
+        summary = run_job(spec(feature_cache=feature_cache, learning_rate=(1e-3, 1e-2), repeats=2, epochs=2,
+                               validation_split=0.15, test_split=0.25), small_dataset, artifacts,
+                          tmp_path_factory.mktemp("cache"), reporter)
+        results[feature_cache] = (summary, reporter, artifacts)
+    return results
+
+
+def test_every_trial_trains_alike_on_cached_features_and_end_to_end(trials_both_ways):
+    (cached, fast, _), (seed_loop, slow, _) = trials_both_ways[True], trials_both_ways[False]
+    assert sorted(fast.trial_epochs) == sorted(slow.trial_epochs) == [0, 1, 2, 3]
+    for number in range(4):
+        for (_, quick), (_, plain) in zip(fast.trial_epochs[number], slow.trial_epochs[number], strict=True):
+            for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+                assert quick[metric] == pytest.approx(plain[metric], rel=1e-4, abs=1e-5), (number, metric)
+    for key in ("chosen_learning_rate", "selected_trial", "best_val_accuracy", "test"):
+        assert cached[key] == pytest.approx(seed_loop[key]) if key != "test" else cached[key] == seed_loop[key]
+
+
+def test_every_trial_gives_the_same_test_predictions_both_ways(trials_both_ways):
+    for number in range(4):
+        saved = [np.load(trials_both_ways[way][2] / "trials" / f"{number:02d}" / "predictions.npz") for way in (True, False)]
+        np.testing.assert_array_equal(saved[0]["index"], saved[1]["index"])
+        np.testing.assert_array_equal(saved[0]["predicted"], saved[1]["predicted"])
+        np.testing.assert_allclose(saved[0]["probabilities"], saved[1]["probabilities"], atol=2e-3)
 
 
 def test_cache_key_follows_what_decides_the_features(tmp_path):

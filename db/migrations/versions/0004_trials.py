@@ -60,6 +60,8 @@ def _one_trial_per_existing_job() -> None:
     for job_id, spec, status, summary in jobs:
         spec = json.loads(spec) if isinstance(spec, str) else spec
         summary = (json.loads(summary) if isinstance(summary, str) else summary) or {}
+        if spec.get("learning_rate") is None:
+            continue  # no trial to describe; a worker that starts the job adds its trials
         rows.append({"job_id": job_id, "number": 0, "learning_rate": spec["learning_rate"], "repeat": 0,
                      "seed": spec.get("seed", 0), "finished": FINISHED.get(status) if summary else None,
                      "best_val_accuracy": summary.get("best_val_accuracy"), "best_epoch": summary.get("best_epoch"),
