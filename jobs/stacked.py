@@ -236,8 +236,12 @@ class StackedTrainer:
         self.cancelled = False
         self._started = 0.0
 
-    def fit(self, epochs: int, batch_size: int) -> None:
-        """Train until every trial stopped, the epochs ran out, or the job was cancelled."""
+    def fit(self, epochs: int, batch_size: int, loggers: list = ()) -> None:
+        """Train until every trial stopped, the epochs ran out, or the job was cancelled.
+
+        `loggers` are callbacks that see each epoch's logs after this trainer added every trial's
+        validation metrics to them (val_loss_<n>, val_accuracy_<n>): a TensorBoard callback, say.
+        """
         import keras
 
         done = self.checkpoint.state["epochs"] if self.checkpoint.state else 0
@@ -247,7 +251,7 @@ class StackedTrainer:
                                 [trial.seed for trial in self.trials], batch_size)
         timer = keras.callbacks.LambdaCallback(on_epoch_begin=self._start_clock, on_epoch_end=self._end_epoch)
         self.model.fit(batches, shuffle=False, initial_epoch=done, epochs=epochs,
-                       callbacks=[batches.callback(), timer], verbose=0)
+                       callbacks=[batches.callback(), timer, *loggers], verbose=0)
 
     def _start_clock(self, epoch: int, logs=None) -> None:
         self._started = time.perf_counter()
@@ -257,6 +261,8 @@ class StackedTrainer:
         seconds = time.perf_counter() - self._started
         losses, accuracies, _ = evaluate(self.evaluation_model, self.validation_features,
                                          self.labels[self.split.validation])
+        for index in range(len(self.trials)):  # the loggers after this callback see the same dict
+            logs[f"val_loss_{index}"], logs[f"val_accuracy_{index}"] = float(losses[index]), float(accuracies[index])
         weights = stacked_weights(self.model)
         rows, best_changed = {}, False
         for index, (trial, progress) in enumerate(zip(self.trials, self.progress)):

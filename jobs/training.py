@@ -238,16 +238,23 @@ def _resume_phase(model, checkpoint: Checkpoint) -> tuple:
     return best_value, state.phase_start + best_index, len(rows) - 1 - best_index, best_weights
 
 
-def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path, resumed: tuple | None) -> list:
-    """Reporting, early stopping and, on TensorFlow only, TensorBoard logs."""
+def tensorboard_logs(log_dir: Path) -> list:
+    """Keras' TensorBoard callback writing to log_dir, on TensorFlow only; else none.
+
+    TensorBoard's writer is TensorFlow code that needs the tensorboard package, which TensorFlow no
+    longer installs; without either, no tensorboard/ folder is written.
+    """
     import keras
 
-    callbacks = [recorder.callback(), early_stopping(spec.patience, resumed)]
-    # TensorBoard's writer is TensorFlow code that needs the tensorboard package, which TensorFlow no
-    # longer installs; without either, no tensorboard/ folder is written.
     if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(artifact_dir / "tensorboard")))
-    return callbacks
+        return [keras.callbacks.TensorBoard(log_dir=str(log_dir))]
+    return []
+
+
+def _callbacks(spec: JobSpec, recorder: EpochRecorder, artifact_dir: Path, resumed: tuple | None) -> list:
+    """Reporting, early stopping and TensorBoard logs (one run per trial)."""
+    return [recorder.callback(), early_stopping(spec.patience, resumed),
+            *tensorboard_logs(artifact_dir / TENSORBOARD_FOLDER / f"trial-{recorder.trial.number:02d}")]
 
 
 def _fit(model, inputs: np.ndarray, spec: JobSpec, data: TrainingData, recorder: EpochRecorder,
@@ -375,6 +382,7 @@ class PhaseClock:
 
 
 TRIALS_FOLDER = "trials"
+TENSORBOARD_FOLDER = "tensorboard"
 STACKED_CHECKPOINT = "stacked"
 TRIAL_WEIGHTS = "model.weights.h5"  # an end-to-end trial's whole model, until the job chose its trial
 TRIAL_OUTCOME = "outcome.json"
@@ -458,7 +466,7 @@ def _train_stacked(spec, trials, data, features, reporter, artifact_dir: Path) -
     trainer = StackedTrainer(trials, features, data.labels, data.split, spec.patience, reporter, checkpoint)
     resumed_after = checkpoint.state["epochs"] if checkpoint.state else None
     reporter.resume_from({trial: list(progress.rows) for trial, progress in zip(trials, trainer.progress)})
-    trainer.fit(spec.epochs, spec.batch_size)
+    trainer.fit(spec.epochs, spec.batch_size, tensorboard_logs(artifact_dir / TENSORBOARD_FOLDER))
     probabilities = trainer.best_probabilities(features[data.split.test]) if data.split.test.size else None
     outcomes = [TrialOutcome(trial, progress.rows, trainer.cancelled, trainer.best[index],
                              None if probabilities is None else probabilities[:, index])

@@ -65,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--epochs", type=int)
     submit.add_argument("--batch-size", type=int)
     submit.add_argument("--image-size", type=int)
-    submit.add_argument("--learning-rate", type=float)
+    submit.add_argument("--learning-rate", type=learning_rates, metavar="RATE[,RATE]",
+                        help="one rate, or up to 5 comma-separated (e.g. 1e-3,3e-4): each backbone keeps the best "
+                             "by validation accuracy (default 1e-3)")
+    submit.add_argument("--repeats", type=int,
+                        help="trainings per learning rate, each from its own seed (1 to 10, default 1)")
     submit.add_argument("--patience", type=int)
     submit.add_argument("--weights", help="imagenet, none, or a weights file path")
     submit.add_argument("--augment", action="store_true", default=None)
     submit.add_argument("--fine-tune-layers", type=int)
     submit.add_argument("--seed", type=int)
     submit.add_argument("--validation-split", type=float)
+    submit.add_argument("--test-split", type=float, help="images held out for the final test (default 0.15)")
     submit.add_argument("--pool", help="the worker pool to run on (default: default, which every worker serves)")
     submit.add_argument("--wait", action="store_true", help="show live progress, then the final comparison")
     _add_url_option(submit)
@@ -175,12 +180,26 @@ def run_datasets_list(args) -> int:
     return 0
 
 
-SUBMIT_OPTIONS = ("name", "epochs", "batch_size", "image_size", "learning_rate", "patience", "weights",
-                  "augment", "fine_tune_layers", "seed", "validation_split", "pool")
+def learning_rates(text: str) -> float | list[float]:
+    """--learning-rate: "1e-3" is one rate (sent as a number, as before grids existed), "1e-3,3e-4" a grid (a list).
+
+    Only what is not a number is refused here; the server checks ranges, duplicates and how many."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give one learning rate or several separated by commas, e.g. 1e-3,3e-4")
+    try:
+        rates = [float(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a comma-separated list of numbers: {text!r}") from None
+    return rates[0] if len(rates) == 1 else rates
+
+
+SUBMIT_OPTIONS = ("name", "epochs", "batch_size", "image_size", "learning_rate", "repeats", "patience", "weights",
+                  "augment", "fine_tune_layers", "seed", "validation_split", "test_split", "pool")
 
 
 def run_submit(args) -> int:
-    """Submit a benchmark; with --wait, follow it to the end (exit 1 if a job failed)."""
+    """Submit a benchmark; with --wait, follow it to the end, then print the comparison (exit 1 if a job failed)."""
     from tlbench.progress import watch
 
     request = {"dataset": args.dataset, "backbones": [b.strip() for b in args.backbones.split(",") if b.strip()]}
@@ -190,5 +209,6 @@ def run_submit(args) -> int:
     print(f"benchmark {created['id']}: " + ", ".join(f"job {j['id']} {j['backbone']}" for j in created["jobs"]))
     if not args.wait:
         return 0
-    final = watch(client, created["id"])
+    # sys.stdout as it is now, not as it was when progress was first imported (tests capture it per test).
+    final = watch(client, created["id"], stream=sys.stdout)
     return 0 if all(job["status"] == "succeeded" for job in final["jobs"]) else 1

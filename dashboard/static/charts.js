@@ -54,6 +54,37 @@ export function epochLine(name, epochs, metric, lineColour, dash = "solid") {
     y: epochs.map((row) => row[metric]),
     line: { color: lineColour, dash },
     marker: { size: 5 },
+    legendgroup: name,
     hovertemplate: `${name}<br>epoch %{x}: %{y:.4f}<extra></extra>`,
   };
+}
+
+/** A palette colour made see-through, for areas drawn behind that colour's line. */
+export function translucent(hexColour, alpha) {
+  const [red, green, blue] = [1, 3, 5].map((start) => parseInt(hexColour.slice(start, start + 2), 16));
+  return `rgba(${red}, ${green}, ${blue}, ${alpha})`;
+}
+
+/**
+ * The spread of a metric across repeats as a shaded band: an invisible line along the lows, then one along
+ * the highs filled down to it ('tonexty' fills to the trace just before, so the two must stay adjacent).
+ * Grouped with the backbone's line, so hiding it in the legend hides its band too. No band: no traces.
+ */
+export function bandTraces(name, band, bandColour) {
+  if (!band?.length) return [];
+  const edge = (values) => ({
+    type: "scatter",
+    mode: "lines",
+    x: band.map((point) => point.epoch),
+    y: values,
+    line: { width: 0, color: bandColour },
+    legendgroup: name,
+    showlegend: false,
+    hoverinfo: "skip",
+  });
+  return [
+    { ...edge(band.map((point) => point.low)), name: `${name} lowest of the repeats`, fill: "none" },
+    { ...edge(band.map((point) => point.high)), name: `${name} highest of the repeats`, fill: "tonexty",
+      fillcolor: translucent(bandColour, 0.18) },
+  ];
 }

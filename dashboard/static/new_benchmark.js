@@ -3,8 +3,8 @@ import { api, clearFieldErrors, count, el, postForm, postJSON, showFieldError } 
 
 const form = document.getElementById("benchmark-form");
 const datasetSelect = document.getElementById("dataset");
-const NUMBER_FIELDS = ["image_size", "epochs", "batch_size", "learning_rate", "patience", "fine_tune_layers",
-  "validation_split", "seed"];
+const NUMBER_FIELDS = ["image_size", "epochs", "batch_size", "repeats", "patience", "fine_tune_layers",
+  "validation_split", "test_split", "seed"];
 // Datasets by id, so choosing one in the select can show its summary without asking again.
 const datasets = new Map();
 
@@ -70,6 +70,28 @@ async function uploadDataset() {
   }
 }
 
+/** A refusal of the form's own, shown like the API's: next to the field it names. */
+class FieldError extends Error {
+  constructor(message, field) {
+    super(message);
+    this.field = field;
+  }
+}
+
+/**
+ * The learning rates typed as "1e-3, 3e-4": one rate is sent as a number, several as a list, none leaves the
+ * API's default. Only what is not a number at all is refused here; the API checks the ranges and repeats.
+ */
+function learningRates(text) {
+  // Spaces separate as well as commas: "1e-3 3e-4" is read as two rates, not refused.
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  const rates = parts.map(Number);
+  const wrong = parts.find((part, index) => !Number.isFinite(rates[index]));
+  if (wrong !== undefined) throw new FieldError(`learning_rate: “${wrong}” is not a number`, "learning_rate");
+  if (rates.length === 0) return undefined;
+  return rates.length === 1 ? rates[0] : rates;
+}
+
 /** The JSON request from the form; blank optional fields are left to the API's defaults. */
 function benchmarkRequest() {
   const data = new FormData(form);
@@ -79,6 +101,7 @@ function benchmarkRequest() {
     weights: data.get("weights"),
     augment: data.has("augment"),
     name: data.get("name").trim() || undefined,
+    learning_rate: learningRates(data.get("learning_rate")),
   };
   for (const name of NUMBER_FIELDS) {
     const value = data.get(name).trim();

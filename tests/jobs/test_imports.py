@@ -8,6 +8,7 @@ WEB_SAFE_MODULES = (
     "jobs.datasets",
     "jobs.images",
     "jobs.splits",
+    "jobs.stats",
     "jobs.model",
     "jobs.training",
 )

@@ -1,0 +1,161 @@
+"""Trials in the dashboard, in headless Chromium against the real stack: each backbone tries a grid of learning
+rates with repeats, and the benchmark page shows its test accuracy with an interval, the rate it kept, whether
+it is tied with the leader, and the spread of its repeats as a band around its validation curve.
+
+Jobs are tiny (3 classes x 8 images at 32 px, random weights, 2 epochs), so the test split holds one image per
+class: no test can tell two backbones apart on 3 images, and the runner-up is always tied with the leader."""
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from stackutil import wait_until
+from test_dashboard import TRAINING_TIMEOUT_MS, chart_data, finished, upload_dataset
+
+BACKBONES = ["VGG16", "MobileNetV3Small"]
+RATES = [1e-3, 3e-4]
+REPEATS = 2
+
+
+def fixed(value: float, places: int) -> str:
+    """`value` with `places` decimals, rounded as the page's toFixed rounds (exact ties away from zero)."""
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def points(fraction: float) -> str:
+    """A fraction in percent with one decimal, as the page shows it."""
+    return fixed(100 * fraction, 1)
+
+
+def cell(page: Page, row, key: str):
+    """The cell of `row` under the comparison heading whose data-key is `key`."""
+    keys = page.locator("#comparison th").evaluate_all("headers => headers.map(header => header.dataset.key)")
+    return row.locator(f"td:nth-child({keys.index(key) + 1})")
+
+
+def backbone_row(page: Page, backbone: str):
+    """The comparison row of one backbone."""
+    return page.locator("#comparison tbody tr").filter(has=page.get_by_role("link", name=backbone, exact=True))
+
+
+@pytest.fixture(scope="module")
+def dataset(stack, dataset_zip) -> dict:
+    """The small dataset, uploaded once for the module."""
+    return upload_dataset(stack["url"], dataset_zip)
+
+
+@pytest.fixture(scope="module")
+def compared(stack, dataset) -> dict:
+    """A finished benchmark of two backbones, each over two learning rates with two repeats."""
+    response = requests.post(f"{stack['url']}/api/v1/benchmarks", json={
+        "dataset": dataset["id"], "backbones": BACKBONES, "epochs": 2, "patience": 2, "image_size": 32,
+        "batch_size": 8, "weights": "none", "learning_rate": RATES, "repeats": REPEATS})
+    assert response.status_code == 201, response.text
+    benchmark = wait_until(lambda: finished(stack["url"], response.json()["id"]), TRAINING_TIMEOUT_MS / 1000,
+                           "the benchmark")
+    assert [job["status"] for job in benchmark["jobs"]] == ["succeeded", "succeeded"], benchmark
+    return benchmark
+
+
+def test_the_comparison_shows_test_intervals_chosen_rates_and_the_tie_with_the_leader(stack, page, compared):
+    comparison, leader_id = compared["comparison"], compared["leader"]["job_id"]
+    [runner_up] = [job for job in compared["jobs"] if job["id"] != leader_id]
+    assert comparison["tied_with_leader"] == [runner_up["id"]], comparison  # 3 test images: nothing is significant
+
+    page.goto(f"{stack['url']}/benchmarks/{compared['id']}")
+    expect(page.locator("#live")).to_have_text("All jobs finished")
+    expect(page.locator("#verdict")).to_have_text(comparison["sentence"])
+    for job in compared["jobs"]:
+        summary, test = job["summary"], job["summary"]["test"]
+        row = backbone_row(page, job["backbone"])
+        expect(cell(page, row, "testAccuracy")).to_have_text(
+            f"{points(test['accuracy_mean'])} % [{points(test['ci_low'])}, {points(test['ci_high'])}]")
+        expect(cell(page, row, "learningRate")).to_have_text(f"{summary['chosen_learning_rate']:g} of {len(RATES)}")
+        expect(cell(page, row, "repeats")).to_have_text(str(REPEATS))
+        expect(cell(page, row, "bestAccuracy")).to_have_text(f"{points(summary['best_val_accuracy'])} %")
+
+    leader_row = backbone_row(page, compared["leader"]["backbone"])
+    expect(leader_row).to_have_class("best")
+    expect(leader_row.locator("td").first).to_contain_text("★ leader")
+    expect(cell(page, leader_row, "standing")).to_have_text("leader")
+    tied_row = backbone_row(page, runner_up["backbone"])
+    expect(tied_row).to_have_class("tied")
+    p_value = comparison["tests"][str(runner_up["id"])]["p_value"]
+    expect(cell(page, tied_row, "standing")).to_have_text(re.compile(rf"^tied with leader\s*p = {fixed(p_value, 2)}$"))
+    expect(page.locator("#meta")).to_contain_text("learning rates 0.001, 0.0003")
+    expect(page.locator("#meta")).to_contain_text(f"{REPEATS} repeats")
+
+
+def test_the_validation_curves_shade_the_spread_of_the_repeats(stack, page, compared):
+    page.goto(f"{stack['url']}/benchmarks/{compared['id']}")
+    expect(page.locator("#live")).to_have_text("All jobs finished")
+    expect(page.locator("#band-note")).to_be_visible()
+    series = requests.get(f"{stack['url']}/api/v1/benchmarks/{compared['id']}/epochs").json()["series"]
+    traces = chart_data(page, "chart-accuracy")
+    for line in series:
+        assert line["band"], line  # two repeats at the chosen rate: a spread to show
+        index = next(i for i, trace in enumerate(traces) if trace.get("fill") == "tonexty"
+                     and trace["legendgroup"] == line["backbone"])
+        high, low = traces[index], traces[index - 1]  # 'tonexty' fills down to the trace just before it
+        curve = next(trace for trace in traces if trace["name"] == line["backbone"])
+        assert high["x"] == low["x"] == [point["epoch"] for point in line["band"]]
+        assert high["y"] == [point["high"] for point in line["band"]]
+        assert low["y"] == [point["low"] for point in line["band"]]
+        assert high["line"]["color"] == low["line"]["color"] == curve["line"]["color"]
+        assert high["fillcolor"].startswith("rgba(") and not low["showlegend"] and not high["showlegend"]
+
+    page.get_by_text("Train", exact=True).click()  # the band is of validation accuracy only
+    expect(page.locator("#accuracy-title")).to_have_text("Train accuracy per epoch")
+    assert not any(trace.get("fill") == "tonexty" for trace in chart_data(page, "chart-accuracy"))
+    expect(page.locator("#band-note")).to_be_hidden()
+
+
+def fill_tiny_benchmark(page: Page, rates: str, epochs: str = "1") -> None:
+    """Fill the form for one small backbone at 32 px with random weights and the given learning rates."""
+    for box in page.locator('input[name="backbones"]').all():
+        box.set_checked(box.get_attribute("value") == "MobileNetV3Small")
+    page.get_by_label("Image size (px)", exact=True).fill("32")
+    page.get_by_label("Epochs", exact=True).fill(epochs)
+    page.get_by_label("Batch size", exact=True).fill("8")
+    page.get_by_label("None (random initialisation)", exact=True).check()
+    page.get_by_label("Learning rates", exact=True).fill(rates)
+
+
+def test_the_form_sends_a_list_of_rates_repeats_and_a_test_split(stack, page, dataset):
+    page.goto(f"{stack['url']}/benchmarks/new")
+    expect(page.get_by_label("Use a dataset", exact=True)).to_have_value(str(dataset["id"]))
+    fill_tiny_benchmark(page, "1e-3, 3e-4")
+    page.get_by_label("Repeats", exact=True).fill("2")
+    page.get_by_label("Test split", exact=True).fill("0.2")
+    page.get_by_role("button", name="Start benchmark").click()
+
+    expect(page).to_have_url(re.compile(r"/benchmarks/\d+$"))
+    benchmark_id = int(page.url.rsplit("/", 1)[1])
+    config = requests.get(f"{stack['url']}/api/v1/benchmarks/{benchmark_id}").json()["config"]
+    assert (config["learning_rate"], config["repeats"], config["test_split"]) == ([0.001, 0.0003], 2, 0.2)
+    expect(page.locator("#meta")).to_contain_text("learning rates 0.001, 0.0003")
+
+
+def test_one_rate_is_sent_as_a_number_and_refused_rates_are_shown_beside_their_field(stack, page, dataset):
+    page.goto(f"{stack['url']}/benchmarks/new")
+    expect(page.get_by_label("Use a dataset", exact=True)).to_have_value(str(dataset["id"]))
+    fill_tiny_benchmark(page, "3e-4", epochs="0")  # refused for its epochs: nothing is created
+    with page.expect_request(lambda request: request.method == "POST" and request.url.endswith("/api/v1/benchmarks")) as sent:
+        page.get_by_role("button", name="Start benchmark").click()
+    assert sent.value.post_data_json["learning_rate"] == 0.0003
+    expect(page.locator("#error-epochs")).to_have_text(re.compile(r"^epochs: "))
+
+    rates = page.get_by_label("Learning rates", exact=True)
+    for refused in ("1e-3, 1e-3", "1e-3, fast"):  # the API refuses a repeated rate, the form what is not a number
+        page.get_by_label("Epochs", exact=True).fill("1")
+        rates.fill(refused)
+        page.get_by_role("button", name="Start benchmark").click()
+        expect(page.locator("#error-learning_rate")).to_have_text(re.compile(r"^learning_rate: "))
+        expect(rates).to_have_attribute("aria-invalid", "true")
+        expect(rates).to_be_focused()
+    expect(page.locator("#error-learning_rate")).to_contain_text("“fast” is not a number")
+    assert page.url.endswith("/benchmarks/new")
