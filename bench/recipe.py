@@ -7,6 +7,11 @@ BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
 SEED = 0
 VALIDATION_SPLIT = 0.2
+# tlbench holds out a test part too; the seed recipe leaves those images out, so both train on the same ones.
+TEST_SPLIT = 0.15
+# (d) of `make bench`: the benchmark with a learning-rate grid and repeats, against (c)'s one trial a backbone.
+TRIAL_LEARNING_RATES = (1e-3, 3e-4, 1e-4)
+TRIAL_REPEATS = 3
 DEFAULT_BACKBONES = SEED_BACKBONES
 
 

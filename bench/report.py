@@ -5,6 +5,8 @@ SPEED_UP_TARGET = 0.25  # (a)/(b): tlbench's five jobs against the seed recipe's
 RERUN_TARGET = 0.1  # (c)/(a): the same benchmark again, only caches reusable
 ACCURACY_TARGET_PP = 1.0  # |best val accuracy (a) − (b)| per backbone, percentage points
 LATENCY_TARGET_SECONDS = 1.0  # submit → running with an idle worker
+TRIALS_WALL_TARGET = 1.5  # (d)/(c): 3 learning rates × 3 repeats against one trial a backbone
+TRIALS_DISK_TARGET = 1.2  # a job's artifacts in (d) against the same backbone's in (c)
 
 
 def _check(name: str, shown: str, target: str, passed: bool) -> dict:
@@ -37,6 +39,7 @@ def evaluate(figures: dict) -> list[dict]:
                              "no result" if difference is None else f"{difference:+.2f} pp",
                              f"|·| ≤ {ACCURACY_TARGET_PP:g} pp",
                              difference is not None and abs(difference) <= ACCURACY_TARGET_PP))
+    checks += trial_checks(figures)
     latencies = figures["submit_to_running_seconds"]
     checks.append(_check(f"submit → running, worst of {len(latencies)}", f"{max(latencies):.3f} s",
                          f"≤ {LATENCY_TARGET_SECONDS:g} s", max(latencies) <= LATENCY_TARGET_SECONDS))
@@ -46,6 +49,20 @@ def evaluate(figures: dict) -> list[dict]:
                              "unknown" if peak is None else f"{peak / MIB:,.0f} MiB",
                              "unknown" if bound is None else f"≤ {bound / MIB:,.0f} MiB",
                              peak is not None and bound is not None and peak <= bound))
+    return checks
+
+
+def trial_checks(figures: dict) -> list[dict]:
+    """(d) against (c): the wall time of the whole benchmark, and each backbone's disk."""
+    rerun, trials = figures["tlbench_rerun"], figures["tlbench_trials"]
+    ratio = trials["wall_seconds"] / rerun["wall_seconds"]
+    checks = [_check("(d)/(c) wall time, 9 trials a backbone against 1", f"{ratio:.3f}", f"≤ {TRIALS_WALL_TARGET}",
+                     ratio <= TRIALS_WALL_TARGET)]
+    single = {job["backbone"]: job["artifact_bytes"] for job in rerun["jobs"]}
+    for job in trials["jobs"]:
+        disk = job["artifact_bytes"] / single[job["backbone"]]
+        checks.append(_check(f"disk per job {job['backbone']}, (d)/(c)", f"{disk:.3f}", f"≤ {TRIALS_DISK_TARGET}",
+                             disk <= TRIALS_DISK_TARGET))
     return checks
 
 
@@ -67,6 +84,8 @@ def render(figures: dict) -> str:
         "(process start → exit)",
         f"(c) tlbench again, learning rate {figures['tlbench_rerun']['learning_rate']:g}: "
         f"{figures['tlbench_rerun']['wall_seconds']:8.1f} s",
+        f"(d) tlbench again, {len(figures['tlbench_trials']['learning_rate'])} learning rates × "
+        f"{figures['tlbench_trials']['repeats']} repeats: {figures['tlbench_trials']['wall_seconds']:8.1f} s",
         "",
         f"{'backbone':<12} {'size':>4} {'(a) tlbench':>11} {'(b) seed':>9} {'(a)−(b) pp':>10}",
     ]

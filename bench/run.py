@@ -4,7 +4,8 @@
 
 On one machine, one after another: (a) the benchmark through a fresh `tlbench up` (upload, submit,
 wait); (b) bench/seed_recipe.py in a fresh process on the same images and split; (c) the benchmark
-again on the same stack and home with another learning rate (only caches reusable); then the
+again on the same stack and home with another learning rate (only caches reusable); (d) the same with
+a grid of learning rates × repeats (the trials of each backbone train together); then the
 submit → running latency of small jobs sent to the idle worker. Prints every figure with PASS or
 MISS per target and writes them as JSON.
 """
@@ -102,11 +103,17 @@ def run_all(args: argparse.Namespace, work: Path) -> dict:
         say(f"(b) {seed['wall_seconds']:.1f} s; (c) tlbench benchmark again")
         rerun = bench_stack.run_benchmark(benchmark_request(dataset_id, backbones, args.epochs,
                                                             args.rerun_learning_rate, "make bench (c)"), image_count)
-        say(f"(c) {rerun['wall_seconds']:.1f} s; submit → running latency")
+        say(f"(c) {rerun['wall_seconds']:.1f} s; (d) {len(recipe.TRIAL_LEARNING_RATES)} learning rates × "
+            f"{recipe.TRIAL_REPEATS} repeats")
+        trials = bench_stack.run_benchmark(benchmark_request(dataset_id, backbones, args.epochs,
+                                                             list(recipe.TRIAL_LEARNING_RATES), "make bench (d)",
+                                                             repeats=recipe.TRIAL_REPEATS), image_count)
+        say(f"(d) {trials['wall_seconds']:.1f} s; submit → running latency")
         latencies = [bench_stack.submit_to_running_seconds(dataset_id, backbones[0]) for _ in range(LATENCY_PROBES)]
         say("stopping the stack")
     return {"dataset": {"images": image_count, "classes": data.CLASSES, "image_size": data.IMAGE_SIZE},
-            "tlbench_cold": cold, "seed_recipe": seed, "tlbench_rerun": rerun, "submit_to_running_seconds": latencies}
+            "tlbench_cold": cold, "seed_recipe": seed, "tlbench_rerun": rerun, "tlbench_trials": trials,
+            "submit_to_running_seconds": latencies}
 
 
 def machine() -> dict:

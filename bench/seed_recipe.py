@@ -31,7 +31,7 @@ def load_split(root: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, np.
     dataset = scan_dataset(root)
     images = np.stack([decode_image(root / image_file.path, image_size) for image_file in dataset.files])
     labels = np.eye(len(dataset.classes), dtype="float32")[[image_file.label for image_file in dataset.files]]
-    split = split_indices(dataset.files, recipe.VALIDATION_SPLIT, recipe.SEED)
+    split = split_indices(dataset.files, recipe.VALIDATION_SPLIT, recipe.SEED, recipe.TEST_SPLIT)
     return images[split.train], labels[split.train], images[split.validation], labels[split.validation]
 
 

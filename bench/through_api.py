@@ -22,13 +22,15 @@ FINISHED = ("succeeded", "failed", "cancelled")
 GIB = 2**30
 
 
-def benchmark_request(dataset_id: int, backbones: list[str], epochs: int, learning_rate: float, name: str) -> dict:
+def benchmark_request(dataset_id: int, backbones: list[str], epochs: int, learning_rate: float | list[float],
+                      name: str, repeats: int = 1) -> dict:
     """The benchmark's request: frozen base, no augmentation, no early stop, weights none."""
     return {
         "dataset": dataset_id, "backbones": backbones, "name": name, "epochs": epochs,
         "batch_size": recipe.BATCH_SIZE, "image_size": recipe.smallest_sizes(backbones),
-        "learning_rate": learning_rate, "patience": epochs, "weights": "none", "augment": False,
+        "learning_rate": learning_rate, "repeats": repeats, "patience": epochs, "weights": "none", "augment": False,
         "fine_tune_layers": 0, "seed": recipe.SEED, "validation_split": recipe.VALIDATION_SPLIT,
+        "test_split": recipe.TEST_SPLIT,
     }
 
 
@@ -92,8 +94,13 @@ class BenchStack:
             time.sleep(POLL_SECONDS)
             jobs = self.client.benchmark(benchmark_id)["jobs"]
         wall_seconds = time.perf_counter() - started
+        figures = [{**job_figures(job, image_count), "artifact_bytes": self.artifact_bytes(job["id"])} for job in jobs]
         return {"wall_seconds": wall_seconds, "benchmark_id": benchmark_id, "learning_rate": request["learning_rate"],
-                "jobs": [job_figures(job, image_count) for job in jobs]}
+                "repeats": request["repeats"], "jobs": figures}
+
+    def artifact_bytes(self, job_id: int) -> int:
+        """The size of everything in a job's artifact folder, as the API lists it."""
+        return sum(artifact["bytes"] for artifact in self._get(f"/jobs/{job_id}/artifacts")["artifacts"])
 
     def submit_to_running_seconds(self, dataset_id: int, backbone: str) -> float:
         """Submit one small job to the idle worker: started_at - created_at as the API reports them."""

@@ -367,7 +367,8 @@ def cancel_job(job_id: int):
     """Cancel a job: a queued one never starts, a running one stops within one epoch."""
     with database().transaction() as session:
         job = ops.request_cancel(session, job_id)
-        return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True)), 202
+        return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True,
+                                trials=ops.job_trials(session, [job_id])[job_id])), 202
 
 
 @api.post("/jobs/<id:job_id>/retry")

@@ -181,7 +181,8 @@ class Job(Base):
 class Trial(Base):
     """One (learning rate, repeat) of a job, and its result once the job's training ended.
 
-    Created with the job (jobs.spec.plan_trials numbers them); a job made before trials has one, number 0.
+    Added by the attempt that starts the job (jobs.spec.plan_trials numbers them) and removed by a retry;
+    a job made before trials has one, number 0 (migration 0004).
     """
 
     __tablename__ = "trials"

@@ -491,6 +491,7 @@ def _train_end_to_end(spec, trials, data, model, base, reporter, artifact_dir: P
             if outcomes:  # the first trial trains the model built for the job; each later one a model of its own
                 model, base = build_model(spec, data.labels.shape[1])
             done = _train_one(spec, trial, data, model, base, reporter, checkpoint, artifact_dir)
+            reporter.record_trials([trial_result(done, data, selected=False)])  # shown done; selection comes last
         outcomes.append(done)
         if done.cancelled:
             break
@@ -583,11 +584,16 @@ def _save_trial(outcome: TrialOutcome, data: TrainingData, artifact_dir: Path, s
     (folder / TRIAL_WEIGHTS).unlink(missing_ok=True)  # only the selected trial keeps a whole model, as model.keras
     (folder / TRIAL_OUTCOME).unlink(missing_ok=True)
     (folder / "test-probabilities.npy").unlink(missing_ok=True)
+    if outcome.test_probabilities is not None:
+        _write_artifact(folder / "predictions.npz", lambda path: _save_predictions(path, data.split.test, outcome))
+    return trial_result(outcome, data, selected)
+
+
+def trial_result(outcome: TrialOutcome, data: TrainingData, selected: bool) -> dict:
+    """A finished trial's result as the database stores it (Reporter.record_trials)."""
     correct = None
     if outcome.test_probabilities is not None:
-        predicted = outcome.test_probabilities.argmax(axis=1)
-        correct = predicted == data.labels[data.split.test].argmax(axis=1)
-        _write_artifact(folder / "predictions.npz", lambda path: _save_predictions(path, data.split.test, outcome))
+        correct = outcome.test_probabilities.argmax(axis=1) == data.labels[data.split.test].argmax(axis=1)
     best = outcome.best_row
     return {"number": outcome.trial.number, "cancelled": outcome.cancelled, "selected": selected,
             "best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], "epochs_run": len(outcome.rows),

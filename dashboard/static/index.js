@@ -3,6 +3,21 @@ import { ACTIVE_STATUSES, api, dateTime, el, percent, poll, postJSON, showAlert,
 
 const alertBox = document.getElementById("alert");
 const REFRESH_MS = 2000;
+const DASH = "–";
+
+/**
+ * The leader's accuracy, named for what it measures: its mean test accuracy over repeats, or, for a benchmark
+ * made before held-out test sets, its best validation accuracy (a score the model was chosen on, so labelled).
+ */
+function leaderAccuracyCell(leader) {
+  if (!leader) return el("td", { className: "num" }, DASH);
+  const tested = leader.by === "test_accuracy";
+  const title = tested ? "Mean test accuracy over the leader's repeats, on held-out test images"
+    : "Best validation accuracy: this benchmark ran before held-out test sets";
+  return el("td", { className: "num leader-accuracy", title },
+    percent(tested ? leader.test_accuracy_mean : leader.best_val_accuracy),
+    el("span", { className: "small" }, tested ? " test" : " validation"));
+}
 
 /** One table row for a benchmark. */
 function benchmarkRow(benchmark) {
@@ -13,8 +28,8 @@ function benchmarkRow(benchmark) {
     el("td", {}, statusBadge(benchmark.status)),
     el("td", {}, benchmark.dataset.name),
     el("td", { className: "wrap" }, benchmark.backbones.join(", ")),
-    el("td", {}, leader ? el("a", { href: `/jobs/${leader.job_id}` }, leader.backbone) : "–"),
-    el("td", { className: "num" }, percent(leader?.best_val_accuracy)),
+    el("td", {}, leader ? el("a", { href: `/jobs/${leader.job_id}` }, leader.backbone) : DASH),
+    leaderAccuracyCell(leader),
     el("td", {}, dateTime(benchmark.created_at)),
   );
 }
