@@ -22,6 +22,7 @@ from bench import recipe
 from jobs.backbones import get_backbone
 from jobs.datasets import scan_dataset
 from jobs.images import decode_image
+from jobs.model import initial_head_weights
 from jobs.splits import split_indices
 from jobs.training import shuffled_batches
 
@@ -35,14 +36,22 @@ def load_split(root: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, np.
     return images[split.train], labels[split.train], images[split.validation], labels[split.validation]
 
 
-def build_model(name: str, image_size: int, class_count: int):
-    """Frozen headless base → GlobalAveragePooling2D → Dense(512, relu) → Dense(n, softmax), as the seed."""
+def build_model(name: str, image_size: int, class_count: int, init_seed: int = recipe.SEED):
+    """Frozen headless base → GlobalAveragePooling2D → Dense(512, relu) → Dense(n, softmax), as the seed.
+
+    The head starts from the weights tlbench's trial of this seed starts from (numpy-drawn, glorot uniform:
+    the seed's own initialiser), so a difference in the result is not the luck of the draw.
+    """
     base = getattr(keras.applications, name)(include_top=False, weights=None,
                                              input_shape=(image_size, image_size, 3))
     base.trainable = False
     pooled = keras.layers.GlobalAveragePooling2D()(base.output)
-    hidden = keras.layers.Dense(512, activation="relu")(pooled)
-    probabilities = keras.layers.Dense(class_count, activation="softmax")(hidden)
+    hidden_layer = keras.layers.Dense(512, activation="relu")
+    output_layer = keras.layers.Dense(class_count, activation="softmax")
+    probabilities = output_layer(hidden_layer(pooled))
+    head = initial_head_weights(int(pooled.shape[-1]), class_count, init_seed)
+    hidden_layer.set_weights(head[:2])
+    output_layer.set_weights(head[2:])
     model = keras.Model(base.input, probabilities)
     model.compile(optimizer=keras.optimizers.Adam(recipe.LEARNING_RATE), loss="categorical_crossentropy",
                   metrics=["accuracy"])
@@ -55,7 +64,7 @@ def train_one(name: str, image_size: int, root: Path, epochs: int, init_seed: in
     keras.utils.set_random_seed(init_seed)
     train_images, train_labels, validation_images, validation_labels = load_split(root, image_size)
     preprocess = getattr(keras.applications, get_backbone(name).family).preprocess_input
-    model = build_model(name, image_size, train_labels.shape[1])
+    model = build_model(name, image_size, train_labels.shape[1], init_seed)
     # The batches come in tlbench's seeded order: with the same initialisation and batches, any
     # difference in the result is what tlbench's shortcuts change, not luck of the draw.
     batches = shuffled_batches(preprocess(train_images.astype("float32")), train_labels, recipe.BATCH_SIZE, init_seed)

@@ -218,7 +218,13 @@ def size_for(image_size: int | dict[str, int] | None, backbone: str) -> int:
 
 def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
     """The first problem as "field: message", and the field's name for forms to point at."""
-    first = error.errors(include_url=False)[0]
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    # A value that fits one branch of a union but breaks its rule ([0.001, 0] for learning_rate) is best
+    # told that rule, not that it is not the first branch's type.
+    same_field = [other for other in errors if other["loc"][:1] == first["loc"][:1]]
+    first = next((other for other in same_field if not other["type"].endswith("_type")
+                  and other["type"] != "none_required"), first)
     # The top-level field is what a form can point at; deeper parts are union branches and indexes.
     field = str(first["loc"][0]) if first["loc"] else None
     message = first["msg"].removeprefix("Value error, ")
