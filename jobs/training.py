@@ -238,7 +238,7 @@ def _resume_phase(model, checkpoint: Checkpoint) -> tuple:
     return best_value, state.phase_start + best_index, len(rows) - 1 - best_index, best_weights
 
 
-def tensorboard_logs(log_dir: Path) -> list:
+def tensorboard_logs(log_dir: Path, write_graph: bool = True) -> list:
     """Keras' TensorBoard callback writing to log_dir, on TensorFlow only; else none.
 
     TensorBoard's writer is TensorFlow code that needs the tensorboard package, which TensorFlow no
@@ -247,7 +247,7 @@ def tensorboard_logs(log_dir: Path) -> list:
     import keras
 
     if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
-        return [keras.callbacks.TensorBoard(log_dir=str(log_dir))]
+        return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=write_graph)]
     return []
 
 
@@ -466,7 +466,8 @@ def _train_stacked(spec, trials, data, features, reporter, artifact_dir: Path) -
     trainer = StackedTrainer(trials, features, data.labels, data.split, spec.patience, reporter, checkpoint)
     resumed_after = checkpoint.state["epochs"] if checkpoint.state else None
     reporter.resume_from({trial: list(progress.rows) for trial, progress in zip(trials, trainer.progress)})
-    trainer.fit(spec.epochs, spec.batch_size, tensorboard_logs(artifact_dir / TENSORBOARD_FOLDER))
+    # The stacked heads' graph is tlbench's device, not the user's model: only the metrics are logged.
+    trainer.fit(spec.epochs, spec.batch_size, tensorboard_logs(artifact_dir / TENSORBOARD_FOLDER, write_graph=False))
     probabilities = trainer.best_probabilities(features[data.split.test]) if data.split.test.size else None
     outcomes = [TrialOutcome(trial, progress.rows, trainer.cancelled, trainer.best[index],
                              None if probabilities is None else probabilities[:, index])

@@ -163,9 +163,10 @@ def test_augmentation_runs_and_saves(small_dataset, tmp_path, reporter):
     assert any(isinstance(layer, keras.layers.RandomFlip) for layer in model.layers)
 
 
-def test_refuses_a_split_without_validation_images(tmp_path, reporter):
+def test_refuses_a_split_that_leaves_no_training_images(tmp_path, reporter):
+    # One image a class: each goes to validation (every class gives it at least one), none is left to train on.
     dataset = scan_dataset(make_image_folder(tmp_path / "images", per_class=1))
-    with pytest.raises(ValueError, match="0 validation images"):
+    with pytest.raises(ValueError, match="leaves 0 training and 3 validation images"):
         run_job(tiny_spec(), dataset, tmp_path / "artifacts", tmp_path / "cache", reporter)
 
 
