@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from db.models import Benchmark, Dataset, Epoch, Job, JobStatus
+from db.models import Benchmark, Dataset, Epoch, Job, JobStatus, Trial
 from imagegen import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
 from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
 
@@ -25,7 +25,7 @@ from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
 UPLOAD_LIMIT_MB = 1
 MISSING = object()  # a field left out of the request body
 GOOD_BENCHMARK = {"backbones": ["VGG16"], "epochs": 2, "image_size": 32, "weights": "none"}
-COUNTED_TABLES = (Dataset, Benchmark, Job, Epoch)
+COUNTED_TABLES = (Dataset, Benchmark, Job, Trial, Epoch)
 WEIGHTS_REFUSED = ('weights: must be "imagenet", "none", the id of an uploaded weights file (POST /api/v1/weights) '
                    "or the path of a file under TLBENCH_DATA_ROOTS")
 
@@ -62,8 +62,10 @@ def zip_with_link() -> bytes:
 
 
 def two_class_zip(**extra: bytes) -> bytes:
-    """A valid two-class dataset, plus `extra` entries."""
-    return zip_of({"cats/a.png": png("red"), "dogs/b.png": png("blue"), **extra})
+    """A valid two-class dataset (three images a class: one each for training, validation and test), plus `extra`."""
+    images = {f"{folder}/{name}.png": png(colour) for folder, colour in (("cats", "red"), ("dogs", "blue"))
+              for name in "abc"}
+    return zip_of({**images, **extra})
 
 
 class Scene:
@@ -333,6 +335,10 @@ CASES = [
     # Unknown ids and routes
     Case("unknown job", call("GET", "/api/v1/jobs/999"), 404, "job 999 not found"),
     Case("unknown job's epochs", call("GET", "/api/v1/jobs/999/epochs"), 404, "job 999 not found"),
+    Case("unknown job's trials", call("GET", "/api/v1/jobs/999/trials"), 404, "job 999 not found"),
+    Case("epochs of a trial that is not a number",
+         call("GET", lambda scene: f"/api/v1/jobs/{scene.job_id}/epochs?trial=one"), 400, "must be a trial number",
+         "trial"),
     Case("unknown job's artifacts", call("GET", "/api/v1/jobs/999/artifacts"), 404, "job 999 not found"),
     Case("unknown job's artifact", call("GET", "/api/v1/jobs/999/artifacts/model.keras"), 404, "job 999 not found"),
     Case("cancel an unknown job", call("POST", "/api/v1/jobs/999/cancel"), 404, "job 999 not found"),
