@@ -5,6 +5,7 @@ from datetime import datetime
 from functools import lru_cache
 
 import numpy as np
+from pydantic import ValidationError
 
 from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, Trial, Worker
 from db.operations import worker_status
@@ -63,8 +64,11 @@ def job_json(job: Job, epochs_done: int, detail: bool = False, trials: list[Tria
 
 
 def planned_trials(job: Job) -> list:
-    """The job's trials (jobs.spec.Trial), as its spec plans them."""
-    return plan_trials(JobSpec.model_validate(job.spec))
+    """The job's trials (jobs.spec.Trial), as its spec plans them; none for a spec no worker could run."""
+    try:
+        return plan_trials(JobSpec.model_validate(job.spec))
+    except ValidationError:
+        return []
 
 
 def _succeeded(benchmark: Benchmark) -> list[Job]:

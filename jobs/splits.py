@@ -67,10 +67,10 @@ def split_indices(files: list[ImageFile], validation_split: float, seed: int, te
     return Split(**parts)
 
 
-def split_problem(files: list[ImageFile], classes: list[str], split: Split) -> str | None:
-    """Why this split cannot be trained and tested on (a class missing from a part), or None."""
+def split_problem(files: list[ImageFile], classes: list[str], split: Split, tested: bool = True) -> str | None:
+    """Why this split cannot be trained on (and, when `tested`, tested on): a class missing from a part; or None."""
     labels = np.array([image_file.label for image_file in files], dtype=np.int64)
-    needed = [name for name in PARTS if name != "test" or split.test.size]
+    needed = PARTS if tested else PARTS[:2]
     for label, class_name in enumerate(classes):
         short = [name for name in needed if not np.any(labels[split.parts()[name]] == label)]
         if short:

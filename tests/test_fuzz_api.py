@@ -30,6 +30,7 @@ ID_ROUTES = [
     ("POST", "/api/v1/benchmarks/{id}/predict"),
     ("GET", "/api/v1/jobs/{id}"),
     ("GET", "/api/v1/jobs/{id}/epochs"),
+    ("GET", "/api/v1/jobs/{id}/trials"),
     ("GET", "/api/v1/jobs/{id}/artifacts"),
     ("GET", "/api/v1/jobs/{id}/artifacts/model.keras"),
     ("POST", "/api/v1/jobs/{id}/cancel"),

@@ -331,7 +331,7 @@ def serving(app):
 
 def test_the_cli_sends_the_token_as_a_bearer_header(secure_app, settings, monkeypatch, capsys, tmp_path):
     recorder = RecordingMiddleware(secure_app)
-    source = make_image_folder(tmp_path / "faces", classes=2, per_class=2, size=16)
+    source = make_image_folder(tmp_path / "faces", classes=2, per_class=3, size=16)
     with serving(recorder) as url:
         monkeypatch.delenv("TLBENCH_TOKEN", raising=False)
         assert cli.main(["datasets", "add", str(source), "--url", url]) == 1

@@ -141,7 +141,7 @@ def create_jobs(settings, count: int, dataset_id: int) -> tuple[int, list[int]]:
 
 @pytest.mark.timeout(180)
 def test_four_writer_processes_and_the_web_app_lose_nothing_and_never_lock(app, client, settings, tmp_path):
-    folder = make_image_folder(tmp_path / "data" / "shapes", classes=2, per_class=2, size=32)
+    folder = make_image_folder(tmp_path / "data" / "shapes", classes=2, per_class=3, size=32)
     dataset_id = client.post("/api/v1/datasets", json={"path": str(folder)}).json["id"]
     benchmark_id, job_ids = create_jobs(settings, WRITERS, dataset_id)
     signals = tmp_path / "signals"

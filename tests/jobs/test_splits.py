@@ -52,7 +52,7 @@ def test_without_a_test_share_there_is_no_test_part_as_before_test_sets():
     split = split_indices(files, 0.25, seed=0)
     assert split.test.size == 0
     assert class_counts(files, split.validation, 2) == (1, 1)
-    assert split_problem(files, ["a", "b"], split) is None
+    assert split_problem(files, ["a", "b"], split, tested=False) is None
 
 
 def test_the_datasets_own_train_validation_and_test_folders_are_used_as_given():
