@@ -268,13 +268,13 @@ class StackedTrainer:
         for index, (trial, progress) in enumerate(zip(self.trials, self.progress)):
             if progress.stopped:
                 continue
-            row = {"epoch": epoch + 1, "loss": float(logs[f"loss_{index}"]),
-                   "accuracy": float(logs[f"accuracy_{index}"]), "val_loss": float(losses[index]),
-                   "val_accuracy": float(accuracies[index]), "learning_rate": trial.learning_rate,
-                   "seconds": seconds, "images_per_second": len(self.train_features) / seconds}
-            progress.rows.append(row)
-            rows[trial.number] = row
-            if progress.update(epoch, row["val_accuracy"], self.patience):
+            metrics = {"loss": float(logs[f"loss_{index}"]), "accuracy": float(logs[f"accuracy_{index}"]),
+                       "val_loss": float(losses[index]), "val_accuracy": float(accuracies[index]),
+                       "learning_rate": trial.learning_rate, "seconds": seconds,
+                       "images_per_second": len(self.train_features) / seconds}
+            progress.rows.append({"epoch": epoch + 1, **metrics})
+            rows[trial.number] = metrics
+            if progress.update(epoch, metrics["val_accuracy"], self.patience):
                 self.best[index] = [weight[index].copy() for weight in weights]
                 best_changed = True
         self.checkpoint.save(self.model, self.progress, self.best, epoch + 1, best_changed)

@@ -20,6 +20,15 @@ from jobs.training import HISTORY_COLUMNS, run_job
 
 ARTIFACTS = ("model.keras", "model.json", "model.weights.h5", "history.csv", "labels.json", "summary.json")
 SUMMARY_KEYS = {
+    "learning_rates",
+    "repeats",
+    "chosen_learning_rate",
+    "mean_best_val_accuracy_by_rate",
+    "selected_trial",
+    "trials_run",
+    "test",
+    "splits",
+    "n_test",
     "best_val_accuracy",
     "best_val_loss",
     "best_epoch",
@@ -113,7 +122,7 @@ def test_summary_describes_the_best_epoch(finished_job, small_dataset):
     assert summary["best_epoch"] == best[0] and summary["best_val_loss"] == best[1]["val_loss"]
     assert summary["best_val_accuracy"] == best[1]["val_accuracy"]
     assert summary["epochs_run"] == 2 and not summary["stopped_early"] and not summary["cancelled"]
-    assert summary["n_train"] + summary["n_validation"] == len(small_dataset.files)
+    assert summary["n_train"] + summary["n_validation"] + summary["n_test"] == len(small_dataset.files)
     assert summary["model_bytes"] == (artifact_dir / "model.keras").stat().st_size
     assert 0 < summary["params_trainable"] < summary["params_total"]
     assert summary["latency_ms_per_image"] > 0
