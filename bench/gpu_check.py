@@ -26,13 +26,14 @@ from bench.throughput import throughput_report  # noqa: E402
 from jobs.backbones import SEED_BACKBONES  # noqa: E402
 from jobs.datasets import scan_dataset  # noqa: E402
 from jobs.spec import JobSpec  # noqa: E402
+from jobs.training import TrainsAlone  # noqa: E402
 
 # The seed ran ResNet50 at 197 px and the others at 150 px.
 SEED_SIZES = {"ResNet50": 197}
 SEED_SIZE = 150
 
 
-class CollectingReporter:
+class CollectingReporter(TrainsAlone):
     """Keeps every epoch's metrics in memory; never stops the job."""
 
     def __init__(self):

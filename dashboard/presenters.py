@@ -196,7 +196,8 @@ def _trial_status(job: Job, row: Trial | None, epochs_done: int) -> str:
     if row is not None and row.finished is not None:
         return "succeeded" if row.finished == "completed" else "cancelled"
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        return "running" if job.status is JobStatus.RUNNING and epochs_done else "queued"
+        held = row is not None and row.worker is not None
+        return "running" if job.status is JobStatus.RUNNING and (epochs_done or held) else "queued"
     return job.status.value if job.status is not JobStatus.SUCCEEDED else "cancelled"
 
 
@@ -216,6 +217,7 @@ def trials_json(job: Job, rows: list[Trial], epochs_done: dict[int, int]) -> dic
             "epochs_run": row.epochs_run if row else None,
             "test_accuracy": row.test_accuracy if row else None,
             "selected": trial.number == selected,
+            "worker": row.worker if row else None,
         })
     return {"job_id": job.id, "test_set": bool(job.spec.get("test_split")), "trials": shown}
 

@@ -204,6 +204,12 @@ class Trial(Base):
     # tests between backbones need it. The predictions themselves are an artifact file per trial.
     test_correct: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     selected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Who trains it now: trials that cannot share features are taken one at a time by the job's own
+    # worker and by idle workers of its pool (db.operations.claim_trial). A holder that stops beating for
+    # TLBENCH_JOB_LOST_AFTER, or belongs to an earlier attempt of the job, no longer holds it.
+    worker: Mapped[str | None] = mapped_column(String(255))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Epoch(Base):

@@ -195,9 +195,11 @@ def record_epochs(session: Session, job_id: int, attempt: int, epoch: int, by_tr
     return True
 
 
-def resume_epochs(session: Session, job_id: int, attempt: int, rows: dict) -> bool:
-    """Start the attempt with these trials (jobs.spec.Trial) after their epoch rows: other rows go, these are
-    (re)written, and trials not yet in the database are added; False if the attempt does not own the job."""
+def resume_epochs(session: Session, job_id: int, attempt: int, rows: dict, keep_other_trials: bool = False) -> bool:
+    """Start these trials (jobs.spec.Trial) after their epoch rows: their later rows go, these are (re)written,
+    and trials not yet in the database are added; the epochs of trials not named go too, unless
+    keep_other_trials (one trial taken over from a worker that went silent). False if the attempt does not
+    own the job."""
     if _owned_job(session, job_id, attempt) is None:
         return False
     known = {trial.number for trial in session.scalars(select(Trial).where(Trial.job_id == job_id))}
@@ -206,7 +208,8 @@ def resume_epochs(session: Session, job_id: int, attempt: int, rows: dict) -> bo
     for trial, trial_rows in rows.items():
         session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.trial == trial.number,
                                             Epoch.epoch > len(trial_rows)))
-    session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.trial.not_in([t.number for t in rows])))
+    if not keep_other_trials:
+        session.execute(delete(Epoch).where(Epoch.job_id == job_id, Epoch.trial.not_in([t.number for t in rows])))
     for epoch in sorted({row["epoch"] for trial_rows in rows.values() for row in trial_rows}):
         record_epochs(session, job_id, attempt, epoch, {trial.number: trial_rows[epoch - 1]
                                                         for trial, trial_rows in rows.items() if len(trial_rows) >= epoch})
@@ -218,15 +221,64 @@ TRIAL_RESULT_FIELDS = ("best_val_accuracy", "best_epoch", "epochs_run", "test_ac
 
 def record_trials(session: Session, job_id: int, attempt: int, results: list[dict]) -> bool:
     """Store each trial's result (number, cancelled and TRIAL_RESULT_FIELDS); False if the attempt lost the job."""
-    if _owned_job(session, job_id, attempt) is None:
+    job = _owned_job(session, job_id, attempt)
+    if job is None:
         return False
     trials = {trial.number: trial for trial in session.scalars(select(Trial).where(Trial.job_id == job_id))}
     for result in results:
         trial = trials[result["number"]]
         trial.finished = "cancelled" if result["cancelled"] else "completed"
+        trial.worker = trial.worker or job.worker  # trials trained together are the job's worker's
         for name in TRIAL_RESULT_FIELDS:
             setattr(trial, name, result[name])
     return True
+
+
+def claim_trial(session: Session, job_id: int, attempt: int, number: int, worker: str,
+                silent_after: timedelta) -> bool | None:
+    """Hold an unfinished trial of the job for `worker`, for this attempt. True when it is now the worker's;
+    False when it has finished, or another worker of this attempt holds it and beat within silent_after;
+    None when the attempt no longer owns the job.
+
+    The job's row is locked first, so two workers claiming trials of one job take turns. A trial held
+    under the worker's own name was left by an earlier process of it (a worker runs one task at a time).
+    """
+    if _owned_job(session, job_id, attempt) is None:
+        return None
+    trial = session.scalar(select(Trial).where(Trial.job_id == job_id, Trial.number == number))
+    if trial is None or trial.finished is not None:
+        return False
+    now = database_now(session)
+    if (trial.worker not in (None, worker) and trial.attempt == attempt
+            and trial.heartbeat_at is not None and trial.heartbeat_at >= now - silent_after):
+        return False
+    trial.worker, trial.attempt, trial.heartbeat_at = worker, attempt, now
+    return True
+
+
+def has_trials_to_take(session: Session, job_id: int, attempt: int) -> bool:
+    """Whether this attempt of the job still runs and has a trial that has not finished."""
+    return session.scalar(select(func.count()).select_from(Trial).join(Job, Job.id == Trial.job_id).where(
+        Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING, Trial.finished.is_(None))) > 0
+
+
+def release_trials(session: Session, job_id: int, attempt: int, worker: str) -> None:
+    """Let other workers take at once the unfinished trials this worker held (it stopped, or failed: see its log)."""
+    session.execute(update(Trial).where(Trial.job_id == job_id, Trial.attempt == attempt, Trial.worker == worker,
+                                        Trial.finished.is_(None)).values(worker=None, heartbeat_at=None))
+
+
+def _beat_held_trials(session: Session, job_id: int, attempt: int, worker: str) -> None:
+    """Say the worker still trains the unfinished trials it holds for this attempt of the job."""
+    session.execute(update(Trial).where(Trial.job_id == job_id, Trial.attempt == attempt, Trial.worker == worker,
+                                        Trial.finished.is_(None)).values(heartbeat_at=DatabaseNow()))
+
+
+def trial_heartbeat(session: Session, job_id: int, attempt: int, worker: str) -> bool:
+    """A worker that trains trials of a job another worker owns: say it is alive; False when the attempt lost the job."""
+    _beat_held_trials(session, job_id, attempt, worker)
+    return session.scalar(select(func.count()).select_from(Job).where(
+        Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)) == 1
 
 
 def _locked(query):
@@ -301,8 +353,11 @@ def _finite_or_none(value) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
-def heartbeat(session: Session, job_id: int, attempt: int, phase: str | None = None) -> bool:
-    """Say the attempt is alive (and what it is doing); False when it lost the job."""
+def heartbeat(session: Session, job_id: int, attempt: int, phase: str | None = None, worker: str | None = None) -> bool:
+    """Say the attempt is alive (and what it is doing), and so are the trials its worker holds; False when it
+    lost the job."""
+    if worker is not None:
+        _beat_held_trials(session, job_id, attempt, worker)
     values = {"heartbeat_at": DatabaseNow()}
     if phase is not None:
         values["phase"] = phase
@@ -428,7 +483,14 @@ def list_workers(session: Session) -> list[tuple[Worker, Job | None]]:
     """Every known worker (whether it beat recently, judged on the database's clock) with the job it is running."""
     running_jobs = select(Job).where(Job.status == JobStatus.RUNNING).options(selectinload(Job.benchmark))
     running = {job.worker: job for job in session.scalars(running_jobs)}
-    beat_recently = Worker.heartbeat_at >= database_now(session) - WORKER_OFFLINE_AFTER
+    recently = database_now(session) - WORKER_OFFLINE_AFTER
+    # A worker helping with another worker's job trains one of its trials.
+    helping = session.execute(select(Trial.worker, Job).join(Job, Job.id == Trial.job_id).where(
+        Job.status == JobStatus.RUNNING, Trial.attempt == Job.attempt, Trial.finished.is_(None),
+        Trial.heartbeat_at >= recently).options(selectinload(Job.benchmark)))
+    for name, job in helping:
+        running.setdefault(name, job)
+    beat_recently = Worker.heartbeat_at >= recently
     workers = select(Worker).options(with_expression(Worker.online, beat_recently)).order_by(Worker.name)
     return [(worker, running.get(worker.name))
             for worker in session.scalars(workers.execution_options(populate_existing=True))]

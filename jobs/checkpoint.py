@@ -105,14 +105,20 @@ class Checkpoint:
 
     def _commit(self, state: TrainingState) -> None:
         """Write the state whole, then delete the weights files it no longer names."""
-        partial = self.folder / (STATE_FILE + ".partial")
-        partial.write_text(json.dumps(asdict(state)))
-        os.replace(partial, self.folder / STATE_FILE)
+        write_json_whole(self.folder / STATE_FILE, asdict(state))
         self.state = state
         keep = {STATE_FILE, state.latest, state.best, state.head_weights}
         for path in self.folder.glob("*.weights.h5"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
+
+
+def write_json_whole(path: Path, value) -> None:
+    """Write JSON under another name, then rename it: a reader (or a resumed job) finds the old file or the new
+    one whole, never part of one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
 
 
 def _load_into(model, path: Path) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from jobs.checkpoint import write_json_whole
 from jobs.model import initial_head_weights
 from jobs.spec import Trial
 
@@ -200,9 +200,7 @@ class StackedCheckpoint:
             with (self.folder / best_file).open("wb") as destination:
                 np.savez(destination, *[weight for weights in best for weight in weights])
         state = {"latest": latest, "best": best_file, "epochs": epoch, "trials": [asdict(p) for p in progress]}
-        partial = self.folder / (STATE_FILE + ".partial")
-        partial.write_text(json.dumps(state))
-        os.replace(partial, self.folder / STATE_FILE)
+        write_json_whole(self.folder / STATE_FILE, state)
         self.state = state
         for path in self.folder.iterdir():
             if path.name not in {STATE_FILE, latest, best_file}:

@@ -5,6 +5,7 @@ Keras is imported inside the functions so that importing this module never loads
 """
 
 import csv
+import functools
 import importlib.util
 import json
 import math
@@ -12,6 +13,7 @@ import shutil
 import statistics
 import time
 import zipfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from jobs.backbones import get_backbone
-from jobs.checkpoint import CHECKPOINT_FOLDER, FINE_TUNE_PHASE, HEAD_PHASE, Checkpoint
+from jobs.checkpoint import CHECKPOINT_FOLDER, FINE_TUNE_PHASE, HEAD_PHASE, Checkpoint, write_json_whole
 from jobs.datasets import ScannedDataset
 from jobs.features import feature_cache_path, pooled_features, uses_feature_cache
 from jobs.images import load_uint8_images
@@ -42,7 +44,8 @@ from jobs.splits import Split, split_hashes, split_indices
 from jobs.stacked import StackedCheckpoint, StackedTrainer
 from jobs.stats import accuracy_interval, pack_correct
 
-__all__ = ["ArtifactWriteError", "AttemptSuperseded", "Reporter", "WeightsUnavailable", "run_job"]
+__all__ = ["ArtifactWriteError", "AttemptSuperseded", "Reporter", "TrainsAlone", "WeightsUnavailable", "run_job",
+           "run_trials"]
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -88,6 +91,29 @@ class Reporter(Protocol):
 
     def should_stop(self) -> bool:
         """True once the job has been cancelled."""
+
+    def offer_trials(self, count: int) -> None:
+        """Ask idle workers to train up to `count` of the job's trials alongside this one (run_trials)."""
+
+    def claim_trial(self, trial: Trial) -> bool:
+        """Take the trial to train it now; False when it has finished or another live worker holds it."""
+
+    def restart_trial(self, trial: Trial, rows: list[dict]) -> None:
+        """The trial just claimed goes on after these epoch rows (its checkpoint's): forget its later ones."""
+
+
+class TrainsAlone:
+    """The trial-sharing part of a Reporter for a job one process trains by itself: every trial is its own."""
+
+    def offer_trials(self, count: int) -> None:
+        """There is nobody to offer them to."""
+
+    def claim_trial(self, trial: Trial) -> bool:
+        """Nobody else holds a trial."""
+        return True
+
+    def restart_trial(self, trial: Trial, rows: list[dict]) -> None:
+        """resume_from already kept exactly the checkpoint's epochs: nobody else recorded any since."""
 
 
 @dataclass
@@ -386,6 +412,9 @@ TENSORBOARD_FOLDER = "tensorboard"
 STACKED_CHECKPOINT = "stacked"
 TRIAL_WEIGHTS = "model.weights.h5"  # an end-to-end trial's whole model, until the job chose its trial
 TRIAL_OUTCOME = "outcome.json"
+TRIAL_TEST_PROBABILITIES = "test-probabilities.npy"  # an end-to-end trial's, until the job saved predictions.npz
+# How often the job's own worker looks again at trials other workers hold, once it has none left to take.
+TRIAL_WAIT_SECONDS = 2.0
 
 
 def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_dir: Path, reporter: Reporter) -> dict:
@@ -476,27 +505,88 @@ def _train_stacked(spec, trials, data, features, reporter, artifact_dir: Path) -
 
 
 def _train_end_to_end(spec, trials, data, model, base, reporter, artifact_dir: Path) -> tuple[list[TrialOutcome], int | None]:
-    """Train the trials one after another through the whole model, each from the job's base and its own head seed.
+    """Train the trials through the whole model, each from the job's base and its own head seed: this worker
+    takes them one at a time, and idle workers of its pool take others alongside (run_trials).
 
     A trial that finished keeps its outcome and weights in its folder, so a resumed job carries on with
-    the trial it was in, from that trial's checkpoint.
+    the trials not finished, each from its own checkpoint.
     """
     finished = [_finished_trial(trial, artifact_dir) for trial in trials]
-    checkpoints = [Checkpoint(artifact_dir / CHECKPOINT_FOLDER / f"trial-{trial.number}") for trial in trials]
+    checkpoints = [_trial_checkpoint(artifact_dir, trial) for trial in trials]
     reporter.resume_from({trial: (done.rows if done else checkpoint.state.rows)
                           for trial, done, checkpoint in zip(trials, finished, checkpoints)})
     resumed_after = next((len(c.state.rows) for c in checkpoints if c.resumed), None)
-    outcomes = []
-    for trial, done, checkpoint in zip(trials, finished, checkpoints):
-        if done is None:
-            if outcomes:  # the first trial trains the model built for the job; each later one a model of its own
-                model, base = build_model(spec, data.labels.shape[1])
-            done = _train_one(spec, trial, data, model, base, reporter, checkpoint, artifact_dir)
-            reporter.record_trials([trial_result(done, data, selected=False)])  # shown done; selection comes last
-        outcomes.append(done)
-        if done.cancelled:
-            break
+    reporter.offer_trials(sum(done is None for done in finished) - 1)  # this worker takes one itself
+    models = _models_for_trials(spec, data.labels.shape[1], (model, base))
+    outcomes = _train_trials_in_turn(spec, trials, lambda: data, models, reporter, artifact_dir, wait_for_others=True)
     return outcomes, resumed_after
+
+
+def run_trials(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_dir: Path, reporter: Reporter) -> None:
+    """Help with a job another worker owns: train each of its end-to-end trials that nobody holds, one at a
+    time, into the job's trial folders; the owner chooses among them and saves the job's artifacts.
+
+    Keras and the images load only once a trial is claimed: the owner, which trains its first trial
+    meanwhile, finds the next one taken instead of taking it too.
+    """
+
+    @functools.cache
+    def data() -> TrainingData:
+        import keras
+
+        keras.backend.clear_session()
+        keras.config.set_dtype_policy(precision_policy(spec.mixed_precision))
+        return load_training_data(spec, dataset, Path(cache_dir))
+
+    models = _models_for_trials(spec, len(dataset.classes))
+    _train_trials_in_turn(spec, plan_trials(spec), data, models, reporter, Path(artifact_dir), wait_for_others=False)
+
+
+def _models_for_trials(spec: JobSpec, class_count: int, first: tuple | None = None):
+    """(model, base) for each trial in turn: `first` if given, then a new one each time, built only when asked for."""
+    if first is not None:
+        yield first
+    while True:
+        yield build_model(spec, class_count)
+
+
+def _train_trials_in_turn(spec, trials, data: Callable[[], TrainingData], models, reporter, artifact_dir: Path,
+                          wait_for_others: bool) -> list[TrialOutcome]:
+    """Train, one at a time, each trial nobody finished or holds; the outcomes of every finished trial, in order.
+
+    With wait_for_others (the job's own worker), wait for the trials other workers hold, taking over any
+    whose worker went silent, until each has finished. Once the job is cancelled no trial starts, except
+    that the job's own worker trains one if it has none yet: a cancelled job reports the epochs it ran.
+    """
+    outcomes: dict[int, TrialOutcome] = {}
+    while True:
+        held_elsewhere = False
+        for trial in trials:
+            done = outcomes.get(trial.number) or _finished_trial(trial, artifact_dir)
+            if done is None and not reporter.claim_trial(trial):
+                held_elsewhere = True
+                continue
+            if done is None and ((wait_for_others and not outcomes) or not reporter.should_stop()):
+                done = _train_claimed(spec, trial, data(), next(models), reporter, artifact_dir)
+            if done is not None:
+                outcomes[trial.number] = done
+        if not (wait_for_others and held_elsewhere):
+            return [outcomes[trial.number] for trial in trials if trial.number in outcomes]
+        time.sleep(TRIAL_WAIT_SECONDS)
+
+
+def _train_claimed(spec, trial: Trial, data, model_and_base: tuple, reporter, artifact_dir: Path) -> TrialOutcome:
+    """Train a trial this worker holds, from its checkpoint if it has one, and record it as done."""
+    checkpoint = _trial_checkpoint(artifact_dir, trial)
+    reporter.restart_trial(trial, checkpoint.state.rows)
+    done = _train_one(spec, trial, data, *model_and_base, reporter, checkpoint, artifact_dir)
+    reporter.record_trials([trial_result(done, data, selected=False)])  # shown done; selection comes last
+    return done
+
+
+def _trial_checkpoint(artifact_dir: Path, trial: Trial) -> Checkpoint:
+    """Where an end-to-end trial keeps its latest epoch until it ends."""
+    return Checkpoint(artifact_dir / CHECKPOINT_FOLDER / f"trial-{trial.number}")
 
 
 def _train_one(spec, trial: Trial, data, model, base, reporter, checkpoint: Checkpoint, artifact_dir: Path) -> TrialOutcome:
@@ -516,9 +606,10 @@ def _train_one(spec, trial: Trial, data, model, base, reporter, checkpoint: Chec
     _write_artifact(folder / TRIAL_WEIGHTS, model.save_weights)
     _write_artifact(folder / "head.npz", lambda path: _save_arrays(path, outcome.head))
     if probabilities is not None:
-        np.save(folder / "test-probabilities.npy", probabilities)
-    _write_artifact(folder / TRIAL_OUTCOME, lambda path: path.write_text(
-        json.dumps({"rows": outcome.rows, "cancelled": outcome.cancelled})))
+        _write_artifact(folder / TRIAL_TEST_PROBABILITIES, lambda path: np.save(path, probabilities))
+    # Written last, whole or not at all: once it is there, other workers take the trial as finished.
+    _write_artifact(folder / TRIAL_OUTCOME, lambda path: write_json_whole(
+        path, {"rows": outcome.rows, "cancelled": outcome.cancelled}))
     checkpoint.remove()
     return outcome
 
@@ -530,7 +621,7 @@ def _finished_trial(trial: Trial, artifact_dir: Path) -> TrialOutcome | None:
         saved = json.loads((folder / TRIAL_OUTCOME).read_text())
     except FileNotFoundError:
         return None
-    probabilities_file = folder / "test-probabilities.npy"
+    probabilities_file = folder / TRIAL_TEST_PROBABILITIES
     probabilities = np.load(probabilities_file) if probabilities_file.exists() else None
     return TrialOutcome(trial, saved["rows"], saved["cancelled"], [], probabilities)
 
@@ -584,7 +675,7 @@ def _save_trial(outcome: TrialOutcome, data: TrainingData, artifact_dir: Path, s
         _write_artifact(folder / "head.npz", lambda path: _save_arrays(path, outcome.head))
     (folder / TRIAL_WEIGHTS).unlink(missing_ok=True)  # only the selected trial keeps a whole model, as model.keras
     (folder / TRIAL_OUTCOME).unlink(missing_ok=True)
-    (folder / "test-probabilities.npy").unlink(missing_ok=True)
+    (folder / TRIAL_TEST_PROBABILITIES).unlink(missing_ok=True)
     if outcome.test_probabilities is not None:
         _write_artifact(folder / "predictions.npz", lambda path: _save_predictions(path, data.split.test, outcome))
     return trial_result(outcome, data, selected)

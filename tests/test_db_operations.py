@@ -316,3 +316,80 @@ def test_a_worker_on_a_skewed_host_shows_online_while_it_beats(database, process
     assert worker_statuses(database) == ["online"]  # as the web app on another host sees it
     process_clock.skew(-offset)
     assert worker_statuses(database) == ["online"]  # a web host skewed the other way
+
+
+# Trials that cannot share features are trained by several workers, each holding one trial at a time.
+SILENT_AFTER = timedelta(seconds=60)
+
+
+def started_with_trials(database, job_id: int, count: int) -> int:
+    """Claim the job for w1 and start its attempt with `count` trials; the attempt."""
+    from jobs.spec import Trial
+
+    attempt = claim(database, job_id)
+    with database.transaction() as session:
+        ops.resume_epochs(session, job_id, attempt, {Trial(n, 1e-3, n, n): [] for n in range(count)})
+    return attempt
+
+
+def claim_trial(database, job_id: int, attempt: int, number: int, worker: str):
+    with database.transaction() as session:
+        return ops.claim_trial(session, job_id, attempt, number, worker, SILENT_AFTER)
+
+
+def fall_silent(database, job_id: int, number: int) -> None:
+    """As if the trial's holder last beat an hour ago (it died)."""
+    with database.transaction() as session:
+        trial = next(trial for trial in ops.job_trials(session, [job_id])[job_id] if trial.number == number)
+        trial.heartbeat_at = ops.database_now(session) - timedelta(hours=1)
+
+
+def test_a_trial_is_held_by_one_worker_until_it_falls_silent_releases_it_or_finishes(database, job_ids):
+    attempt = started_with_trials(database, job_ids[0], 2)
+    assert claim_trial(database, job_ids[0], attempt, 0, "w1") is True
+    assert claim_trial(database, job_ids[0], attempt, 0, "w2") is False  # w1 holds it and beats
+    assert claim_trial(database, job_ids[0], attempt, 1, "w2") is True
+    fall_silent(database, job_ids[0], 0)
+    assert claim_trial(database, job_ids[0], attempt, 0, "w2") is True  # taken over from a silent w1
+    with database.transaction() as session:
+        ops.release_trials(session, job_ids[0], attempt, "w2")
+    assert claim_trial(database, job_ids[0], attempt, 1, "w1") is True  # released: anyone may take it
+    with database.transaction() as session:
+        ops.record_trials(session, job_ids[0], attempt, [{
+            "number": 1, "cancelled": False, "selected": False, "best_val_accuracy": 0.5, "best_epoch": 1,
+            "epochs_run": 1, "test_accuracy": None, "test_correct": None}])
+    assert claim_trial(database, job_ids[0], attempt, 1, "w1") is False  # finished: nobody trains it again
+    with database.transaction() as session:
+        assert not ops.has_trials_to_take(session, job_ids[0], attempt + 1)
+        assert ops.has_trials_to_take(session, job_ids[0], attempt)
+
+
+def test_a_newer_attempt_takes_the_trials_of_the_one_it_replaced(database, job_ids):
+    attempt = started_with_trials(database, job_ids[0], 1)
+    assert claim_trial(database, job_ids[0], attempt, 0, "w2") is True
+    with database.transaction() as session:
+        assert [queued.id for queued in ops.requeue_jobs_held_by(session, "w1")] == [job_ids[0]]
+    newer = claim(database, job_ids[0], "w3")
+    assert claim_trial(database, job_ids[0], attempt, 0, "w2") is None  # the old attempt lost the job
+    assert claim_trial(database, job_ids[0], newer, 0, "w3") is True  # w2's hold was the old attempt's
+    with database.transaction() as session:
+        assert not ops.trial_heartbeat(session, job_ids[0], attempt, "w2")
+        assert ops.trial_heartbeat(session, job_ids[0], newer, "w3")
+
+
+def test_heartbeats_keep_held_trials_and_a_helper_shows_the_job_it_trains(database, job_ids):
+    attempt = started_with_trials(database, job_ids[0], 2)
+    with database.transaction() as session:
+        for name in ("w1", "w2"):
+            ops.register_worker(session, name, "host", "CPU", None, ["default"])
+    assert claim_trial(database, job_ids[0], attempt, 0, "w1") and claim_trial(database, job_ids[0], attempt, 1, "w2")
+    for number in (0, 1):
+        fall_silent(database, job_ids[0], number)
+    with database.transaction() as session:
+        assert ops.heartbeat(session, job_ids[0], attempt, worker="w1")  # the owner beats for its trial too
+        assert ops.trial_heartbeat(session, job_ids[0], attempt, "w2")
+    assert claim_trial(database, job_ids[0], attempt, 0, "w2") is False
+    assert claim_trial(database, job_ids[0], attempt, 1, "w1") is False
+    with database.transaction() as session:
+        assert {worker.name: job and job.id for worker, job in ops.list_workers(session)} == {
+            "w1": job_ids[0], "w2": job_ids[0]}

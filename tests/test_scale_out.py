@@ -88,6 +88,11 @@ def idle(url: str, *names: str) -> bool:
                for name in names)
 
 
+def online(listed: dict[str, dict]) -> set[str]:
+    """The names of the listed workers that are online."""
+    return {name for name, worker in listed.items() if worker["status"] == "online"}
+
+
 def job(url: str, job_id: int) -> dict:
     return requests.get(f"{url}/api/v1/jobs/{job_id}", timeout=10).json()
 
@@ -113,9 +118,11 @@ def test_a_second_tlbench_worker_on_the_host_gets_its_own_name_and_trains_at_the
         assert (first.split("@")[0], second.split("@")[0]) == ("cpu1", "cpu2")
         assert first.split("@")[1] == second.split("@")[1]  # same host, different names
         wait_until(lambda: idle(url, first, second), WORKER_START_SECONDS, "both training workers, idle")
-        listed = workers(url)
+        # Each process also starts a prediction worker, which may come online after its training worker.
+        listed = wait_until(lambda: len(online(now := workers(url))) >= 4 and now, WORKER_START_SECONDS,
+                            "both prediction workers, online")
         assert listed[second]["pools"] == ["default"] and listed[second]["role"] == "training"
-        assert len({name for name, worker in listed.items() if worker["status"] == "online"}) == 4  # + 2 predict
+        assert len(online(listed)) == 4  # + 2 predict
 
         created = requests.post(f"{url}/api/v1/benchmarks", json={
             "dataset": cluster["dataset"], "backbones": ["VGG16", "VGG19"], **SMALL_JOBS}).json()
@@ -126,6 +133,28 @@ def test_a_second_tlbench_worker_on_the_host_gets_its_own_name_and_trains_at_the
     starts = [datetime.fromisoformat(state["started_at"]) for state in jobs]
     ends = [datetime.fromisoformat(state["finished_at"]) for state in jobs]
     assert max(starts) < min(ends), f"the two jobs ran one after the other: {starts} {ends}"
+
+
+def test_trials_that_cannot_share_features_are_trained_by_idle_workers_alongside_the_jobs_own(cluster, tmp_path):
+    # Augmentation changes the base's input every epoch: no cached features, so no stacked heads. The
+    # job's worker takes a trial and asks idle workers of its pool to take the others.
+    url = cluster["url"]
+    first = stack_worker_name(url)
+    with tlbench_worker(worker_environment(cluster["home"], cluster["database_url"]), tmp_path / "worker.log") as (
+            _, second):
+        wait_until(lambda: idle(url, first, second), WORKER_START_SECONDS, "both training workers, idle")
+        created = requests.post(f"{url}/api/v1/benchmarks", json={
+            "dataset": cluster["dataset"], "backbones": ["VGG16"], **SMALL_JOBS, "epochs": 2, "augment": True,
+            "learning_rate": [1e-3, 3e-4], "repeats": 2}).json()
+        job_id = created["jobs"][0]["id"]
+        state = finished(url, job_id)
+        trials = requests.get(f"{url}/api/v1/jobs/{job_id}/trials", timeout=10).json()["trials"]
+
+    assert state["status"] == "succeeded", state["error"]
+    assert [(trial["status"], trial["epochs_done"]) for trial in trials] == [("succeeded", 2)] * 4
+    assert {trial["worker"] for trial in trials} == {first, second}, trials
+    assert [trial["number"] for trial in trials if trial["selected"]] == [state["summary"]["selected_trial"]]
+    assert state["summary"]["trials_run"] == 4
 
 
 def test_a_job_for_a_pool_waits_for_a_worker_of_that_pool(cluster, tmp_path):

@@ -19,6 +19,7 @@ from worker.registry import WorkerRegistry
 TRAIN_QUEUE = DEFAULT_POOL
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 TRAIN_TASK = "tlbench.train_job"
+TRIALS_TASK = "tlbench.train_trials"
 PREDICT_QUEUE = "predict"
 PREDICT_TASK = "tlbench.predict"
 PREDICTION_RESULT_SECONDS = 300
@@ -75,6 +76,15 @@ def enqueue_training(app: Celery, job_id: int, pool: str) -> None:
     that for 20 s when Redis is down.
     """
     app.send_task(TRAIN_TASK, args=[job_id], queue=pool, ignore_result=True)
+
+
+def enqueue_trial_helpers(app: Celery, job_id: int, attempt: int, pool: str, count: int) -> None:
+    """Ask `count` idle workers of the pool to train trials of this attempt of the job alongside its owner.
+
+    A message that finds no trial left to take (its job ended, or other workers took them all) is dropped.
+    """
+    for _ in range(count):
+        app.send_task(TRIALS_TASK, args=[job_id, attempt], queue=pool, ignore_result=True)
 
 
 def pool_name_problem(name: str) -> str | None:

@@ -15,7 +15,9 @@ import logging
 import shutil
 import threading
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery
@@ -23,9 +25,10 @@ from celery import Celery
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
-from db.settings import Settings, load_settings
+from db.settings import DEFAULT_JOB_LOST_AFTER_SECONDS, Settings, load_settings
 from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
+from worker.celery_app import enqueue_trial_helpers
 from worker.recovery import send_again
 
 log = logging.getLogger(__name__)
@@ -35,10 +38,17 @@ TRACEBACK_TAIL_CHARS = 8000
 
 
 class DatabaseReporter:
-    """What jobs/ reports to: epoch rows, phases and the cancel flag, all in the database."""
+    """What jobs/ reports to: epoch rows, phases, the cancel flag and who holds which trial, all in the database.
 
-    def __init__(self, database: Database, job_id: int, attempt: int):
+    `worker` names this worker when it shares the job's trials with others (claim_trial), and `offer` sends
+    the messages that ask idle workers to help (offer_trials); without them, this worker trains every trial.
+    """
+
+    def __init__(self, database: Database, job_id: int, attempt: int, worker: str | None = None,
+                 silent_after_seconds: float = DEFAULT_JOB_LOST_AFTER_SECONDS,
+                 offer: Callable[[int], None] | None = None):
         self.database, self.job_id, self.attempt = database, job_id, attempt
+        self.worker, self.silent_after, self.offer = worker, timedelta(seconds=silent_after_seconds), offer
         self.lost_ownership = False
 
     def resume_from(self, rows: dict) -> None:
@@ -76,11 +86,51 @@ class DatabaseReporter:
         with self.database.transaction() as session:
             return ops.cancel_requested(session, self.job_id)
 
-    def beat(self, phase: str | None = None) -> None:
-        """Refresh the heartbeat; remember if this attempt lost the job."""
+    def offer_trials(self, count: int) -> None:
+        """Ask up to `count` idle workers of the job's pool to take trials of it too."""
+        if self.offer is not None and count > 0:
+            self.offer(count)
+
+    def claim_trial(self, trial) -> bool:
+        """Hold the trial for this worker, unless it finished or a live worker holds it."""
+        if self.worker is None:
+            return True
         with self.database.transaction() as session:
-            if not ops.heartbeat(session, self.job_id, self.attempt, phase):
+            claimed = ops.claim_trial(session, self.job_id, self.attempt, trial.number, self.worker, self.silent_after)
+        self._stop_unless(claimed is not None)
+        return claimed
+
+    def restart_trial(self, trial, rows: list[dict]) -> None:
+        """Keep the trial's epochs its checkpoint has; a worker that went silent may have recorded one more."""
+        with self.database.transaction() as session:
+            owned = ops.resume_epochs(session, self.job_id, self.attempt, {trial: rows}, keep_other_trials=True)
+        self._stop_unless(owned)
+
+    def beat(self, phase: str | None = None) -> None:
+        """Refresh the heartbeat (the job's, and the trials this worker holds); remember if this attempt lost the job."""
+        with self.database.transaction() as session:
+            if not ops.heartbeat(session, self.job_id, self.attempt, phase, self.worker):
                 self.lost_ownership = True
+
+
+class HelperReporter(DatabaseReporter):
+    """The reporter of a worker that trains trials of a job another worker owns: it beats for its trials
+    only, so the job is found lost when its owner dies, whoever still helps."""
+
+    def progress(self, message: str) -> None:
+        """The owner's phase is the job's: log this worker's own."""
+        log.info("job %s (trials on %s): %s", self.job_id, self.worker, message)
+
+    def beat(self, phase: str | None = None) -> None:
+        """Refresh the heartbeat of the trials this worker holds; remember if the attempt lost the job."""
+        with self.database.transaction() as session:
+            if not ops.trial_heartbeat(session, self.job_id, self.attempt, self.worker):
+                self.lost_ownership = True
+
+    def release_trials(self) -> None:
+        """Let other workers take at once the trials this one holds and did not finish."""
+        with self.database.transaction() as session:
+            ops.release_trials(session, self.job_id, self.attempt, self.worker)
 
 
 @contextmanager
@@ -121,14 +171,18 @@ def run_job_by_id(job_id: int, worker_name: str, app: Celery, settings: Settings
         if attempt is None:
             log.info("job %s is not queued any more; skipping", job_id)
             return
-        _run_attempt(database, settings, job_id, attempt, resumes)
+        _run_attempt(database, settings, job_id, attempt, resumes, worker_name, app)
     finally:
         database.dispose()
 
 
-def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: int, resumes: bool) -> None:
+def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: int, resumes: bool,
+                 worker_name: str, app: Celery) -> None:
     """Train one claimed attempt (carrying on from the checkpoint only when `resumes`) and record how it ended."""
-    reporter = DatabaseReporter(database, job_id, attempt)
+    with database.transaction() as session:
+        pool = session.get(Job, job_id).pool
+    reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.job_lost_after_seconds,
+                                offer=lambda count: enqueue_trial_helpers(app, job_id, attempt, pool, count))
     try:
         if not resumes:
             remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
@@ -167,17 +221,52 @@ def _describe(error: BaseException) -> str:
 
 def _train(database: Database, settings: Settings, job_id: int, reporter: DatabaseReporter) -> dict:
     """Load the job and its dataset, then hand them to jobs/ (which imports Keras)."""
+    from jobs.training import run_job
+
+    spec, scanned = _load_job(database, job_id)
+    return run_job(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
+
+
+def _load_job(database: Database, job_id: int):
+    """The job's spec and its dataset as jobs/ takes them (jobs.spec.JobSpec, jobs.datasets.ScannedDataset)."""
     from jobs.datasets import ImageFile, ScannedDataset
     from jobs.spec import JobSpec
-    from jobs.training import run_job
 
     with database.transaction() as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.benchmark.dataset_id)
-        spec = JobSpec.model_validate(job.spec)
-        scanned = ScannedDataset(
+        return JobSpec.model_validate(job.spec), ScannedDataset(
             root=Path(dataset.root), classes=list(dataset.classes),
             files=[ImageFile(*entry) for entry in dataset.manifest],
             counts=dict(dataset.counts), skipped=list(dataset.skipped), sha256=dataset.sha256,
         )
-    return run_job(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
+
+
+def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Settings | None = None) -> None:
+    """Train trials of a running job another worker owns, as long as it has some nobody holds.
+
+    A message for an attempt that has ended, or a job with no trial left to take, costs a query. An
+    error ends this worker's help, never the job: its trial is released and the owner trains it.
+    """
+    from jobs.training import run_trials
+
+    settings = settings or load_settings()
+    database = Database(settings.database_url)
+    reporter = HelperReporter(database, job_id, attempt, worker_name, settings.job_lost_after_seconds)
+    try:
+        with database.transaction() as session:
+            if not ops.has_trials_to_take(session, job_id, attempt):
+                log.info("job %s: attempt %s has no trial left to take; skipping", job_id, attempt)
+                return
+        spec, scanned = _load_job(database, job_id)
+        with heartbeat_thread(reporter):
+            run_trials(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
+    except AttemptSuperseded:
+        log.warning("job %s: attempt %s ended or was superseded; this worker stopped helping", job_id, attempt)
+    except Exception:
+        log.exception("job %s: training a trial on %s failed; its owner will train it", job_id, worker_name)
+    finally:
+        try:
+            reporter.release_trials()
+        finally:
+            database.dispose()

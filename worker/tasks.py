@@ -4,14 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from db.settings import load_settings
-from worker.celery_app import PREDICT_TASK, TRAIN_TASK, celery_app
-from worker.runner import run_job_by_id
+from worker.celery_app import PREDICT_TASK, TRAIN_TASK, TRIALS_TASK, celery_app
+from worker.runner import help_with_trials, run_job_by_id
 
 
 @celery_app.task(name=TRAIN_TASK, bind=True)
 def train_job(self, job_id: int) -> None:
     """Train one job; its state lives in the database, not in Celery's result backend."""
     run_job_by_id(job_id, worker_name=self.request.hostname, app=self.app)
+
+
+@celery_app.task(name=TRIALS_TASK, bind=True)
+def train_trials(self, job_id: int, attempt: int) -> None:
+    """Train trials of a job another worker owns (those that cannot share features), while any is free."""
+    help_with_trials(job_id, attempt, worker_name=self.request.hostname)
 
 
 @celery_app.task(name=PREDICT_TASK, ignore_result=False, acks_late=False)

@@ -162,6 +162,7 @@ function trialRow(trial, job) {
     el("td", { className: "num" }, percent(trial.best_val_accuracy)),
     el("td", { className: "num" }, count(trial.best_epoch)),
     el("td", { className: "num" }, percent(trial.test_accuracy)),
+    el("td", {}, trial.worker ?? "–"),
   );
 }
 

@@ -133,7 +133,7 @@ def trial_cells(trial: dict) -> list:
     return [re.compile(rf"^{trial['number']}{'★ selected' if trial['selected'] else ''}$"),
             f"{trial['learning_rate']:g}", str(trial["repeat"]), str(trial["seed"]), trial["status"],
             f"{trial['epochs_done']}/{EPOCHS}", percent(trial["best_val_accuracy"]), str(trial["best_epoch"]),
-            percent(trial["test_accuracy"])]
+            percent(trial["test_accuracy"]), trial["worker"]]
 
 
 def test_the_job_page_heads_with_its_test_result_and_rate_and_lists_its_trials(stack, page, submitted):
@@ -185,6 +185,6 @@ def test_a_job_from_before_test_sets_says_it_has_none(stack, page, legacy):
     expect(page.locator("#test-result .test-accuracy")).to_have_text("no test set")
     expect(page.locator("#chosen-rate .rate")).to_have_text(f"{LEGACY_RATE:g}")
     expect(page.locator("#trials tbody tr td")).to_have_text([
-        "0★ selected", f"{LEGACY_RATE:g}", "0", "0", "succeeded", "2/2", percent(LEGACY_VAL_ACCURACY), "2", "–"])
+        "0★ selected", f"{LEGACY_RATE:g}", "0", "0", "succeeded", "2/2", percent(LEGACY_VAL_ACCURACY), "2", "–", "–"])
     expect(page.locator("#trials-note")).to_contain_text("No held-out test set")
     expect(page.locator("#curves-note")).to_be_hidden()  # one trial: nothing to say which

@@ -4,9 +4,10 @@ import pytest
 from imagegen import make_image_folder
 
 from jobs.datasets import scan_dataset
+from jobs.training import TrainsAlone
 
 
-class RecordingReporter:
+class RecordingReporter(TrainsAlone):
     """A reporter that remembers what the job told it and cancels after `stop_after` epochs."""
 
     def __init__(self, stop_after: int | None = None):
