@@ -1,6 +1,7 @@
 """A retry, and a job cancelled while queued, start from epoch 1 with no file of an earlier attempt, even
-when an earlier attempt left a checkpoint behind (issue 10, item 7). The worker's runner trains for real
-(Keras, a tiny VGG16) on a real database and Redis; only the death of a worker is simulated."""
+when an earlier attempt left a checkpoint behind (issue 10, item 7); a trial whose worker died is taken
+over from its checkpoint. The worker's runner trains for real (Keras, a tiny VGG16) on a real database
+and Redis; only the death of a worker is simulated."""
 from __future__ import annotations
 
 import time
@@ -18,7 +19,7 @@ from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.datasets import scan_dataset
 from jobs.spec import JobSpec
 from worker.celery_app import make_celery
-from worker.runner import DatabaseReporter, run_job_by_id
+from worker.runner import DatabaseReporter, HelperReporter, run_job_by_id
 
 WORKER = "cpu1@test"
 EPOCHS = 4
@@ -68,14 +69,19 @@ def scanned(tmp_path):
     return scan_dataset(make_image_folder(tmp_path / "images", classes=2, per_class=8, size=32))
 
 
-@pytest.fixture
-def job_id(database, scanned) -> int:
-    """A queued job of a tiny VGG16 on the dataset."""
+def queued_job(database, scanned, spec: JobSpec) -> int:
+    """The id of a new queued job of `spec` on the dataset."""
     with database.transaction() as session:
         dataset = ops.add_dataset(session, **dataset_fields("shapes", scanned.root, False, scanned))
         benchmark = ops.create_benchmark(session, name="b", dataset_id=dataset.id, config={},
-                                         specs=[SPEC.model_dump()])
+                                         specs=[spec.model_dump()])
         return benchmark.jobs[0].id
+
+
+@pytest.fixture
+def job_id(database, scanned) -> int:
+    """A queued job of a tiny VGG16 on the dataset."""
+    return queued_job(database, scanned, SPEC)
 
 
 def killed_mid_training(database, settings, job_id: int, scanned, tmp_path) -> None:
@@ -140,3 +146,62 @@ def test_a_resumed_attempt_that_fails_before_training_is_retried_from_epoch_1(
     retried_at = time.time()
     retry(database, job_id)
     assert_started_afresh(database, settings, run(database, settings, celery, job_id), 3, retried_at)
+
+
+# Trials that cannot share features (augmentation here) are taken one at a time by any worker of the pool.
+SHARED_SPEC = SPEC.model_copy(update={"augment": True, "learning_rate": (1e-3, 3e-4)})
+HELPER = "cpu2@test"
+
+
+class DyingHelper(HelperReporter):
+    """A worker helping with the job's trials, killed while it reports epoch KILLED_AT_EPOCH of its trial
+    (the epoch is checkpointed by then, as a real kill after the checkpoint's write would leave it)."""
+
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
+        if epoch == KILLED_AT_EPOCH:
+            raise ProcessKilled
+        super().record_epochs(epoch, rows)
+
+
+class CountingReporter(DatabaseReporter):
+    """The job's own worker's reporter, remembering which epochs of which trial it trained itself."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.trained: list[tuple[int, int]] = []
+
+    def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
+        self.trained.extend((trial, epoch) for trial in rows)
+        super().record_epochs(epoch, rows)
+
+
+@pytest.fixture
+def shared_job_id(database, scanned) -> int:
+    """A queued job whose two trials (two learning rates, with augmentation) train one at a time."""
+    return queued_job(database, scanned, SHARED_SPEC)
+
+
+def test_a_trial_whose_helper_died_is_taken_over_from_its_checkpoint_and_loses_no_reported_epoch(
+        database, settings, shared_job_id, scanned, tmp_path):
+    from jobs.spec import plan_trials
+    from jobs.training import run_job, run_trials
+
+    job_id, artifacts = shared_job_id, settings.job_artifact_dir(shared_job_id)
+    with database.transaction() as session:
+        attempt = ops.claim_job(session, job_id, WORKER)
+    owner = CountingReporter(database, job_id, attempt, WORKER, silent_after_seconds=1)
+    owner.resume_from({trial: [] for trial in plan_trials(SHARED_SPEC)})  # as the owner starts: the trials exist
+    with pytest.raises(ProcessKilled):  # the helper takes trial 0 and dies in its epoch KILLED_AT_EPOCH
+        run_trials(SHARED_SPEC, scanned, artifacts, tmp_path / "cache", DyingHelper(database, job_id, attempt, HELPER))
+
+    summary = run_job(SHARED_SPEC, scanned, artifacts, tmp_path / "cache", owner)
+    # The owner trained trial 1 whole, and trial 0 from the helper's last checkpoint on: nothing twice.
+    assert sorted(owner.trained) == sorted([(1, epoch) for epoch in range(1, EPOCHS + 1)]
+                                           + [(0, epoch) for epoch in range(KILLED_AT_EPOCH + 1, EPOCHS + 1)])
+    assert (summary["trials_run"], summary["resumed_after_epoch"]) == (2, KILLED_AT_EPOCH)
+    with database.transaction() as session:
+        trials = ops.job_trials(session, [job_id])[job_id]
+        assert [(trial.finished, trial.worker, trial.epochs_run) for trial in trials] == [
+            ("completed", WORKER, EPOCHS), ("completed", WORKER, EPOCHS)]
+        for number in (0, 1):
+            assert [row.epoch for row in ops.job_epochs(session, job_id, trial=number)] == list(range(1, EPOCHS + 1))
