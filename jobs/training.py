@@ -24,6 +24,8 @@ import numpy as np
 from jobs.backbones import get_backbone
 from jobs.checkpoint import CHECKPOINT_FOLDER, FINE_TUNE_PHASE, HEAD_PHASE, Checkpoint, write_json_whole
 from jobs.datasets import ScannedDataset
+from jobs.environment import reproducibility_record
+from jobs.evaluation import EVALUATION_FILE, evaluate, summary_part
 from jobs.features import feature_cache_path, pooled_features, uses_feature_cache
 from jobs.images import load_uint8_images
 from jobs.memory import peak_memory_bytes, reset_peak_memory
@@ -480,9 +482,13 @@ def _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir: Pa
         _write_artifact(artifact_dir / "history.csv", lambda path: _write_history(selection.outcome.rows, path))
         _write_artifact(artifact_dir / "labels.json", lambda path: path.write_text(json.dumps(dataset.classes)))
         results = [_save_trial(outcome, data, artifact_dir, outcome is selection.outcome) for outcome in outcomes]
+        evaluation = _evaluate_selected(selection.outcome, data, dataset.classes, artifact_dir)
     reporter.record_trials(results)
     train_seconds = clock.seconds["training"] + clock.seconds.get("computing features", 0.0)
     summary = _summary(spec, dataset, model, data, selection, outcomes, train_seconds, artifact_dir)
+    summary["evaluation"] = evaluation and summary_part(evaluation)
+    summary["reproducibility"] = reproducibility_record(spec, plan_trials(spec), dataset.sha256, summary["splits"],
+                                                        summary["precision"])
     summary["phase_seconds"] = clock.seconds
     summary["resumed_after_epoch"] = resumed_after
     _write_artifact(artifact_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
@@ -683,14 +689,28 @@ def _save_trial(outcome: TrialOutcome, data: TrainingData, artifact_dir: Path, s
 
 def trial_result(outcome: TrialOutcome, data: TrainingData, selected: bool) -> dict:
     """A finished trial's result as the database stores it (Reporter.record_trials)."""
-    correct = None
-    if outcome.test_probabilities is not None:
-        correct = outcome.test_probabilities.argmax(axis=1) == data.labels[data.split.test].argmax(axis=1)
+    correct = _test_correct(outcome, data)
     best = outcome.best_row
     return {"number": outcome.trial.number, "cancelled": outcome.cancelled, "selected": selected,
             "best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], "epochs_run": len(outcome.rows),
             "test_accuracy": None if correct is None else float(correct.mean()),
             "test_correct": None if correct is None else pack_correct(correct)}
+
+
+def _evaluate_selected(outcome: TrialOutcome, data: TrainingData, classes: list[str], artifact_dir: Path) -> dict | None:
+    """The selected trial's test, class by class, also written to evaluation.json; None without a test set."""
+    if outcome.test_probabilities is None:
+        return None
+    evaluation = evaluate(data.labels[data.split.test].argmax(axis=1), outcome.test_probabilities, classes)
+    _write_artifact(artifact_dir / EVALUATION_FILE, lambda path: path.write_text(json.dumps(evaluation, indent=2)))
+    return evaluation
+
+
+def _test_correct(outcome: TrialOutcome, data: TrainingData) -> np.ndarray | None:
+    """Per test image, whether the trial's best weights predicted its class; None without a test set."""
+    if outcome.test_probabilities is None:
+        return None
+    return outcome.test_probabilities.argmax(axis=1) == data.labels[data.split.test].argmax(axis=1)
 
 
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
@@ -712,12 +732,11 @@ def _test_result(selection: Selection, data: TrainingData) -> dict | None:
     """At the chosen rate: each repeat's test accuracy, their mean and its interval; None without a test set."""
     if not data.split.test.size:
         return None
-    truth = data.labels[data.split.test].argmax(axis=1)
-    correct = np.stack([outcome.test_probabilities.argmax(axis=1) == truth for outcome in selection.repeats])
+    correct = np.stack([_test_correct(outcome, data) for outcome in selection.repeats])
     interval = accuracy_interval(correct)
     return {"accuracy_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
             "confidence": interval.confidence, "method": interval.method,
-            "accuracies": [float(row.mean()) for row in correct], "images": int(truth.size)}
+            "accuracies": [float(row.mean()) for row in correct], "images": int(data.split.test.size)}
 
 
 def _summary(spec, dataset, model, data, selection: Selection, outcomes, train_seconds: float, artifact_dir: Path) -> dict:

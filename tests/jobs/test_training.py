@@ -1,4 +1,5 @@
 import csv
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -49,6 +50,8 @@ SUMMARY_KEYS = {
     "precision",
     "phase_seconds",
     "resumed_after_epoch",
+    "evaluation",
+    "reproducibility",
 }
 
 
@@ -201,6 +204,40 @@ def test_mixed_precision_on_request_computes_in_bfloat16_and_keeps_probabilities
     assert probabilities.dtype == np.float32
     # Summed in float32, a softmax that ran in bfloat16 would miss 1 by up to a few 2**-8 steps.
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_the_selected_trials_test_is_evaluated_class_by_class_into_the_summary_and_evaluation_json(
+        small_dataset, tmp_path, reporter):
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    summary = run_job(tiny_spec(test_split=0.3, learning_rate=(1e-3, 3e-4)), small_dataset, tmp_path / "job",
+                      tmp_path / "cache", reporter)
+    saved = np.load(tmp_path / "job" / "trials" / f"{summary['selected_trial']:02d}" / "predictions.npz")
+    truth = np.array([small_dataset.files[index].label for index in saved["index"]])
+    labels = list(range(len(small_dataset.classes)))
+    written = json.loads((tmp_path / "job" / "evaluation.json").read_text())
+    assert written["confusion_matrix"] == confusion_matrix(truth, saved["predicted"], labels=labels).tolist()
+    assert [row["f1"] for row in written["per_class"]] == pytest.approx(
+        f1_score(truth, saved["predicted"], labels=labels, average=None, zero_division=0))
+    assert summary["evaluation"] == {key: value for key, value in written.items()
+                                     if key not in ("confusion_matrix", "calibration_bins")}
+    # One repeat a rate: the chosen rate's one test accuracy is the selected trial's.
+    assert summary["evaluation"]["accuracy"] == pytest.approx(summary["test"]["accuracies"][0])
+    assert summary["evaluation"]["images"] == summary["n_test"] > 0
+
+
+def test_the_summary_records_what_ran_the_job_and_on_what(finished_job, small_dataset):
+    record = finished_job.summary["reproducibility"]
+    assert record["keras"] == keras.__version__ and record["keras_backend"] == keras.backend.backend()
+    assert record["numpy"] == np.__version__ and record["python"] == sys.version.split()[0]
+    assert record["backend_version"] == importlib.metadata.version(keras.backend.backend())
+    assert record["seeds"] == {"benchmark": 0, "trials": [0]}
+    assert record["dataset_sha256"] == small_dataset.sha256 and record["splits"] == finished_job.summary["splits"]
+    assert record["precision"] == finished_job.summary["precision"]
+    assert record["device"]["kind"] == ("GPU" if accelerator_visible() else "CPU") and record["device"]["name"]
+    assert record["host"] == os.uname().nodename
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert record["git_commit"].removesuffix("-dirty") == head.stdout.strip()  # the tests run from a checkout
 
 
 def test_summary_times_each_phase(finished_job):
