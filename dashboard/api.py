@@ -1,16 +1,17 @@
 """The JSON API under /api/v1: the one path to the data, for pages, scripts and the CLI."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, request, send_from_directory
+from flask import Blueprint, current_app, jsonify, request, send_file, send_from_directory
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
 from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable, UnsupportedMediaType
 
-from dashboard.converters import RowIdConverter
+from dashboard.converters import IndexConverter, RowIdConverter
 from dashboard.dataset_registry import (
     DatasetRejected,
     dataset_fields,
@@ -44,14 +45,23 @@ from db import operations as ops
 from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from jobs.datasets import ImageFile
+from jobs.images import thumbnail
 from jobs.splits import split_indices, split_problem
 from worker.celery_app import enqueue_training
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 # `<id:...>` in the routes below: row ids bounded as the database stores them (larger ones are not found).
 api.record_once(lambda state: state.app.url_map.converters.setdefault("id", RowIdConverter))
+api.record_once(lambda state: state.app.url_map.converters.setdefault("index", IndexConverter))
 # The datasets.name column's length.
 DATASET_NAME_CHARS = 200
+# Dataset images served as thumbnails (the error gallery, the report): longest side by default, the range
+# a request may ask for, JPEG quality, and how long a browser may keep one.
+TRIAL_NUMBERS = (0, 999)
+THUMBNAIL_SIDE = 128
+THUMBNAIL_SIDES = (16, 512)
+THUMBNAIL_QUALITY = 85
+THUMBNAIL_CACHE_SECONDS = 3600
 
 
 class BadRequest(Exception):
@@ -212,6 +222,46 @@ def get_dataset(dataset_id: int):
     """Show one dataset."""
     with database().transaction() as session:
         return jsonify(dataset_json(ops.get_existing(session, Dataset, dataset_id)))
+
+
+@api.get("/datasets/<id:dataset_id>/images/<index:index>")
+@documented(responses={200: "The image as a JPEG, shrunk to fit `size` pixels a side", 404: "No such dataset or image"},
+            query={"size": (f"The longest side in pixels (default {THUMBNAIL_SIDE})", *THUMBNAIL_SIDES)})
+def get_dataset_image(dataset_id: int, index: int):
+    """One image of a dataset, by its index in the dataset's file list (as a trial's predictions.npz names it)."""
+    side = _query_number("size", THUMBNAIL_SIDES) or THUMBNAIL_SIDE
+    with database().transaction() as session:
+        dataset = ops.get_existing(session, Dataset, dataset_id)
+        root, count = Path(dataset.root), len(dataset.manifest)
+        relative = ImageFile(*dataset.manifest[index]).path if index < count else None
+    if relative is None:
+        raise BadRequest(f"index: dataset {dataset_id} has {count} images, numbered 0 to {count - 1}", "index",
+                         status=HttpNotFound.code)
+    path = root / relative
+    try:
+        # Only a file inside the dataset's folder: not one a link, or a changed file list, leads out of it.
+        if not path.resolve(strict=True).is_relative_to(root.resolve()):
+            raise FileNotFoundError(path)
+        image = thumbnail(path, side)
+    except OSError:  # gone, moved out, or no longer an image since the dataset was scanned
+        raise BadRequest(f"index: image {index} of dataset {dataset_id} can no longer be read", "index",
+                         status=HttpNotFound.code) from None
+    encoded = io.BytesIO()
+    image.save(encoded, "JPEG", quality=THUMBNAIL_QUALITY)
+    encoded.seek(0)
+    # A dataset's files never change under its id (its sha256 was taken at registration): browsers may keep it.
+    return send_file(encoded, mimetype="image/jpeg", max_age=THUMBNAIL_CACHE_SECONDS)
+
+
+def _query_number(name: str, bounds: tuple[int, int]) -> int | None:
+    """A whole-number query parameter within bounds (inclusive), or None when absent."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    low, high = bounds
+    if not (value.isdigit() and low <= int(value) <= high):
+        raise BadRequest(f"{name}: must be a whole number from {low} to {high}, not {value[:20]!r}", name)
+    return int(value)
 
 
 @api.post("/benchmarks")
@@ -399,11 +449,9 @@ def list_workers():
             query={"trial": "Only this trial's epochs (its number, from GET /jobs/{job_id}/trials)"})
 def get_job_epochs(job_id: int):
     """List a job's epochs, every trial's or one trial's."""
-    trial = request.args.get("trial")
-    if trial is not None and not (trial.isdigit() and len(trial) <= 3):
-        raise BadRequest("trial: must be a trial number (0, 1, ...)", "trial")
+    trial = _query_number("trial", TRIAL_NUMBERS)
     with database().transaction() as session:
-        epochs = ops.job_epochs(session, job_id, None if trial is None else int(trial))
+        epochs = ops.job_epochs(session, job_id, trial)
         return jsonify(epochs=[epoch_json(e) for e in epochs])
 
 

@@ -8,6 +8,15 @@ from werkzeug.routing import IntegerConverter
 LARGEST_ROW_ID = 2**31 - 1
 
 
+class IndexConverter(IntegerConverter):
+    """`<index:name>`: a position in a list, 0 to LARGEST_ROW_ID; anything else matches no route (404)."""
+
+    openapi_schema = {"type": "integer", "minimum": 0, "maximum": LARGEST_ROW_ID}
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=0, max=LARGEST_ROW_ID)
+
+
 class RowIdConverter(IntegerConverter):
     """`<id:name>`: a row id, 1 to LARGEST_ROW_ID; anything else matches no route (404, like any unknown id)."""
 

@@ -29,7 +29,8 @@ def documented(body: type[BaseModel] | None = None, multipart_file: bool | str =
 
     `multipart_file`: the view takes a multipart field `file`; a string names its media type (True: a zip).
     `public`: the route needs no token even when the server has one (the health check).
-    `query`: optional query parameters (name -> description), each a whole number from 0 to 999.
+    `query`: optional query parameters, each a whole number: name -> description (from 0 to 999), or
+    name -> (description, minimum, maximum).
     """
     def attach(view):
         view.openapi = {"body": body, "multipart_file": multipart_file, "responses": responses or {200: "OK"},
@@ -71,9 +72,7 @@ def _operation(rule, view, declared: dict) -> dict:
         "operationId": rule.endpoint.split(".")[-1],
         "summary": (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else rule.endpoint,
         "parameters": [*(_path_parameter(match, rule.map.converters) for match in PATH_PARAMETER.finditer(rule.rule)),
-                       *({"name": name, "in": "query", "required": False, "description": text,
-                          "schema": {"type": "integer", "minimum": 0, "maximum": 999}}
-                         for name, text in declared["query"].items())],
+                       *(_query_parameter(name, described) for name, described in declared["query"].items())],
         "responses": _responses(declared["responses"]),
     }
     if declared["public"]:
@@ -82,6 +81,13 @@ def _operation(rule, view, declared: dict) -> dict:
     if content:
         operation["requestBody"] = {"required": True, "content": content}
     return operation
+
+
+def _query_parameter(name: str, described: str | tuple[str, int, int]) -> dict:
+    """An optional whole-number query parameter: its description and range (0 to 999 unless given)."""
+    text, minimum, maximum = (described, 0, 999) if isinstance(described, str) else described
+    return {"name": name, "in": "query", "required": False, "description": text,
+            "schema": {"type": "integer", "minimum": minimum, "maximum": maximum}}
 
 
 def _path_parameter(match: re.Match, converters: dict) -> dict:

@@ -26,13 +26,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(path: Path, image_size: int) -> np.ndarray:
-    """Decode one image to an RGB uint8 array of image_size x image_size."""
+def upright_rgb(path: Path) -> Image.Image:
+    """The image file as 8-bit RGB, the right way up."""
     with Image.open(path) as image:
         # Phone photos are stored sideways with an EXIF rotation tag; apply it.
-        upright = ImageOps.exif_transpose(image)
-        rgb = _to_rgb(upright)
-    return np.asarray(rgb.resize((image_size, image_size), Image.Resampling.BILINEAR))
+        return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def decode_image(path: Path, image_size: int) -> np.ndarray:
+    """Decode one image to an RGB uint8 array of image_size x image_size."""
+    return np.asarray(upright_rgb(path).resize((image_size, image_size), Image.Resampling.BILINEAR))
 
 
 def _decode_all(partial: Path, dataset_root: Path, files: list[ImageFile], image_size: int) -> None:
@@ -55,3 +58,10 @@ def load_uint8_images(
     cache_path = Path(cache_dir) / f"{dataset_sha256}-{image_size}px.npy"
     return cached_array(cache_path, lambda partial: _decode_all(partial, Path(dataset_root), files, image_size),
                         root=Path(cache_dir))
+
+
+def thumbnail(path: Path, largest_side: int) -> Image.Image:
+    """The image upright and in RGB, shrunk (never enlarged) to fit largest_side x largest_side, aspect kept."""
+    image = upright_rgb(path)
+    image.thumbnail((largest_side, largest_side), Image.Resampling.LANCZOS)
+    return image

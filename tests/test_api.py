@@ -111,6 +111,30 @@ def test_artifacts_are_listed_and_served_from_the_job_folder_only(client, datase
     assert client.get(f"/api/v1/jobs/{job_id}/artifacts/leak.txt").status_code == 404
 
 
+def test_a_dataset_image_is_served_by_its_index_upright_and_shrunk_to_the_size_asked(client, tmp_path):
+    from PIL import Image
+
+    from jobs.datasets import scan_dataset
+
+    folder = tmp_path / "wide"
+    colours = {"cats/a.png": (200, 30, 30), "cats/b.png": (30, 200, 30), "dogs/c.png": (30, 30, 200),
+               "dogs/d.png": (200, 200, 30)}
+    for relative, colour in colours.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (200, 100), colour).save(folder / relative)
+    dataset_id = upload(client, zip_folder(folder)).json["id"]
+    for index, image_file in enumerate(scan_dataset(folder).files):  # the order jobs and predictions.npz use
+        response = client.get(f"/api/v1/datasets/{dataset_id}/images/{index}")
+        assert response.status_code == 200 and response.mimetype == "image/jpeg"
+        thumbnail = Image.open(io.BytesIO(response.data))
+        assert thumbnail.size == (128, 64)  # the default longest side, the aspect kept
+        assert all(abs(a - b) <= 8 for a, b in zip(thumbnail.getpixel((64, 32)), colours[image_file.path]))
+    small = client.get(f"/api/v1/datasets/{dataset_id}/images/0?size=32")
+    assert Image.open(io.BytesIO(small.data)).size == (32, 16)
+    larger = client.get(f"/api/v1/datasets/{dataset_id}/images/0?size=512")
+    assert Image.open(io.BytesIO(larger.data)).size == (200, 100)  # never enlarged
+
+
 def test_backbone_registry_lists_sizes(client):
     backbones = {b["name"]: b for b in client.get("/api/v1/backbones").json["backbones"]}
     assert backbones["InceptionV3"]["min_size"] == 75 and backbones["Xception"]["min_size"] == 71

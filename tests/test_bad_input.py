@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from db.models import Benchmark, Dataset, Epoch, Job, JobStatus, Trial
 from imagegen import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
+from jobs.datasets import ImageFile
 from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
 
 # What TLBENCH_MAX_UPLOAD_MB=1 gives; small, so that an oversized body is cheap to send.
@@ -95,6 +96,21 @@ class Scene:
         secret.write_text("secret")
         (folder / "leak.txt").symlink_to(secret)
         return job_id
+
+    @cached_property
+    def image_linked_out_dataset_id(self) -> int:
+        """A registered dataset whose first image was replaced, after its scan, by a link to a file outside it."""
+        response = self.client.post("/api/v1/datasets", data={"file": (io.BytesIO(two_class_zip()), "linked.zip")},
+                                    content_type="multipart/form-data")
+        assert response.status_code == 201, response.json
+        with self.app.extensions["tlbench.database"].transaction() as session:
+            dataset = session.get(Dataset, response.json["id"])
+            first = Path(dataset.root) / ImageFile(*dataset.manifest[0]).path
+        secret = self.settings.home / "secret.png"
+        secret.write_bytes(png("green"))
+        first.unlink()
+        first.symlink_to(secret)
+        return response.json["id"]
 
     @cached_property
     def succeeded_benchmark_id(self) -> int:
@@ -337,7 +353,7 @@ CASES = [
     Case("unknown job's epochs", call("GET", "/api/v1/jobs/999/epochs"), 404, "job 999 not found"),
     Case("unknown job's trials", call("GET", "/api/v1/jobs/999/trials"), 404, "job 999 not found"),
     Case("epochs of a trial that is not a number",
-         call("GET", lambda scene: f"/api/v1/jobs/{scene.job_id}/epochs?trial=one"), 400, "must be a trial number",
+         call("GET", lambda scene: f"/api/v1/jobs/{scene.job_id}/epochs?trial=one"), 400, "must be a whole number",
          "trial"),
     Case("unknown job's artifacts", call("GET", "/api/v1/jobs/999/artifacts"), 404, "job 999 not found"),
     Case("unknown job's artifact", call("GET", "/api/v1/jobs/999/artifacts/model.keras"), 404, "job 999 not found"),
@@ -346,6 +362,23 @@ CASES = [
     Case("unknown benchmark", call("GET", "/api/v1/benchmarks/999"), 404, "benchmark 999 not found"),
     Case("unknown benchmark's epochs", call("GET", "/api/v1/benchmarks/999/epochs"), 404, "benchmark 999 not found"),
     Case("unknown dataset", call("GET", "/api/v1/datasets/999"), 404, "dataset 999 not found"),
+    # Dataset images (thumbnails)
+    Case("unknown dataset's image", call("GET", "/api/v1/datasets/999/images/0"), 404, "dataset 999 not found"),
+    Case("image index past the dataset's end", call("GET", lambda scene: f"/api/v1/datasets/{scene.dataset_id}/images/6"),
+         404, "has 6 images, numbered 0 to 5", "index"),
+    Case("negative image index", call("GET", lambda scene: f"/api/v1/datasets/{scene.dataset_id}/images/-1"), 404,
+         "URL was not found"),
+    Case("image path instead of an index",
+         call("GET", lambda scene: f"/api/v1/datasets/{scene.dataset_id}/images/..%2F..%2Fsecret.txt"), 404,
+         "URL was not found"),
+    Case("image that became a link out of its dataset",
+         call("GET", lambda scene: f"/api/v1/datasets/{scene.image_linked_out_dataset_id}/images/0"), 404,
+         "image 0 of dataset", "index"),
+    Case("thumbnail size too small", call("GET", lambda scene: f"/api/v1/datasets/{scene.dataset_id}/images/0?size=4"),
+         400, "must be a whole number from 16 to 512", "size"),
+    Case("thumbnail size not a number",
+         call("GET", lambda scene: f"/api/v1/datasets/{scene.dataset_id}/images/0?size=big"), 400,
+         "must be a whole number from 16 to 512, not 'big'", "size"),
     Case("unknown route", call("GET", "/api/v1/nothing-here"), 404, "URL was not found"),
     Case("wrong method", call("GET", "/api/v1/jobs/1/cancel"), 405, "method is not allowed"),
     # Predictions

@@ -149,7 +149,8 @@ def test_up_listens_on_loopback_by_default():
 
 
 @pytest.mark.parametrize("method, path", [
-    ("GET", "/api/v1/benchmarks"), ("GET", "/api/v1/datasets/1"), ("POST", "/api/v1/benchmarks/sample"),
+    ("GET", "/api/v1/benchmarks"), ("GET", "/api/v1/datasets/1"), ("GET", "/api/v1/datasets/1/images/0"),
+    ("POST", "/api/v1/benchmarks/sample"),
     ("POST", "/api/v1/jobs/1/cancel"), ("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/no-such-route"),
 ])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
