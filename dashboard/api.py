@@ -5,6 +5,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 from flask import Blueprint, current_app, jsonify, request, send_file, send_from_directory
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from pydantic import BaseModel, ValidationError
@@ -32,6 +33,7 @@ from dashboard.prediction import (
 )
 from dashboard.presenters import (
     benchmark_json,
+    predictions_json,
     dataset_json,
     epoch_json,
     epoch_series_json,
@@ -46,6 +48,7 @@ from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from jobs.datasets import ImageFile
 from jobs.images import thumbnail
+from jobs.training import PREDICTIONS_FILE, TRIALS_FOLDER
 from jobs.splits import split_indices, split_problem
 from worker.celery_app import enqueue_training
 
@@ -464,6 +467,29 @@ def get_job_trials(job_id: int):
         job = ops.get_existing(session, Job, job_id)
         rows = ops.job_trials(session, [job_id])[job_id]
         return jsonify(trials_json(job, rows, ops.trial_epochs_done(session, job_id)))
+
+
+@api.get("/jobs/<id:job_id>/predictions")
+@documented(responses={200: "Per test image of the trial: its dataset index, true and predicted class, confidence",
+                        404: "No such job, or no test predictions (yet)"},
+            query={"trial": "This trial's predictions (default: the selected trial)"})
+def get_job_predictions(job_id: int):
+    """List a trial's test predictions, the selected trial's by default: where it is right and where it goes wrong."""
+    asked = _query_number("trial", TRIAL_NUMBERS)
+    with database().transaction() as session:
+        job = ops.get_existing(session, Job, job_id)
+        trial = asked if asked is not None else (job.summary or {}).get("selected_trial")
+        dataset = job.benchmark.dataset
+        labels = [ImageFile(*entry).label for entry in dataset.manifest]
+        classes, dataset_id = list(dataset.classes), dataset.id
+    path = trial is not None and settings().job_artifact_dir(job_id) / TRIALS_FOLDER / f"{trial:02d}" / PREDICTIONS_FILE
+    if not (path and path.is_file()):
+        which = "" if asked is None else f" for trial {asked}"
+        raise BadRequest(f"job {job_id} has no test predictions{which} (not finished, or no test set held out)",
+                         status=HttpNotFound.code)
+    with np.load(path) as saved:
+        return jsonify(job_id=job_id, trial=trial, dataset_id=dataset_id, classes=classes,
+                       predictions=predictions_json(saved["index"], saved["predicted"], saved["probabilities"], labels))
 
 
 def _artifact_dir(job_id: int) -> Path:

@@ -414,6 +414,7 @@ TENSORBOARD_FOLDER = "tensorboard"
 STACKED_CHECKPOINT = "stacked"
 TRIAL_WEIGHTS = "model.weights.h5"  # an end-to-end trial's whole model, until the job chose its trial
 TRIAL_OUTCOME = "outcome.json"
+PREDICTIONS_FILE = "predictions.npz"  # a trial's test predictions: dataset index, predicted class, probabilities
 TRIAL_TEST_PROBABILITIES = "test-probabilities.npy"  # an end-to-end trial's, until the job saved predictions.npz
 # How often the job's own worker looks again at trials other workers hold, once it has none left to take.
 TRIAL_WAIT_SECONDS = 2.0
@@ -683,7 +684,7 @@ def _save_trial(outcome: TrialOutcome, data: TrainingData, artifact_dir: Path, s
     (folder / TRIAL_OUTCOME).unlink(missing_ok=True)
     (folder / TRIAL_TEST_PROBABILITIES).unlink(missing_ok=True)
     if outcome.test_probabilities is not None:
-        _write_artifact(folder / "predictions.npz", lambda path: _save_predictions(path, data.split.test, outcome))
+        _write_artifact(folder / PREDICTIONS_FILE, lambda path: _save_predictions(path, data.split.test, outcome))
     return trial_result(outcome, data, selected)
 
 

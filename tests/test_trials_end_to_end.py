@@ -96,6 +96,25 @@ def test_only_the_selected_trial_gets_a_whole_model_and_every_trial_its_predicti
     assert not [name for name in names if name.startswith("trials/") and name.endswith(".keras")]
 
 
+def test_the_selected_trials_test_predictions_are_what_its_evaluation_counts(stack, trial_benchmark):
+    url, job = stack["url"], trial_benchmark["jobs"][0]
+    shown = requests.get(f"{url}/api/v1/jobs/{job['id']}/predictions").json()
+    evaluation, summary = job["summary"]["evaluation"], job["summary"]
+    assert (shown["trial"], shown["dataset_id"], shown["classes"]) == (
+        summary["selected_trial"], trial_benchmark["dataset"]["id"], summary["classes"])
+    predictions = shown["predictions"]
+    assert len(predictions) == evaluation["images"] == summary["n_test"]
+    right = sum(prediction["true"] == prediction["predicted"] for prediction in predictions)
+    assert right / len(predictions) == pytest.approx(evaluation["accuracy"])
+    assert [row["support"] for row in evaluation["per_class"]] == [
+        sum(prediction["true"] == label for prediction in predictions) for label in range(len(shown["classes"]))]
+    assert all(1 / len(shown["classes"]) - 1e-3 <= prediction["confidence"] <= 1 for prediction in predictions)
+    image = requests.get(f"{url}/api/v1/datasets/{shown['dataset_id']}/images/{predictions[0]['index']}")
+    assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
+    other = requests.get(f"{url}/api/v1/jobs/{job['id']}/predictions", params={"trial": 1}).json()
+    assert other["trial"] == 1 and [p["index"] for p in other["predictions"]] == [p["index"] for p in predictions]
+
+
 def test_a_class_too_small_for_a_test_part_is_refused_at_submit_naming_it(stack, tmp_path):
     url = stack["url"]
     folder = make_image_folder(tmp_path / "tiny", classes=2, per_class=2, size=32)

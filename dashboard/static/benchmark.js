@@ -4,6 +4,7 @@ import {
   percent, poll, progress, showAlert, statusBadge,
 } from "./tlbench.js";
 import { axis, bandTraces, colour, draw, epochAxis, epochLine, layout, percentAxis } from "./charts.js";
+import { renderErrors } from "./errors.js";
 
 const benchmarkId = pageId("benchmarkId");
 const POLL_MS = 1000;
@@ -367,6 +368,7 @@ async function refresh() {
   renderTable();
   renderCurves();
   renderSummaries();
+  await renderErrors(benchmark);
   return view.live;
 }
 

@@ -1,6 +1,8 @@
 """Trials in the dashboard, in headless Chromium against the real stack: each backbone tries a grid of learning
 rates with repeats, and the benchmark page shows its test accuracy with an interval, the rate it kept, whether
-it is tied with the leader, and the spread of its repeats as a band around its validation curve.
+it is tied with the leader, and the spread of its repeats as a band around its validation curve; and where each
+backbone goes wrong: F1 per class, a confusion matrix whose cells open their test images, and the images on
+which the backbones disagree.
 
 Jobs are tiny (3 classes x 8 images at 32 px, random weights, 2 epochs), so the test split holds one image per
 class: no test can tell two backbones apart on 3 images, and the runner-up is always tied with the leader."""
@@ -112,6 +114,67 @@ def test_the_validation_curves_shade_the_spread_of_the_repeats(stack, page, comp
     expect(page.locator("#accuracy-title")).to_have_text("Train accuracy per epoch")
     assert not any(trace.get("fill") == "tonexty" for trace in chart_data(page, "chart-accuracy"))
     expect(page.locator("#band-note")).to_be_hidden()
+
+
+def predictions(url: str, job: dict) -> dict:
+    """The job's selected trial's test predictions, as the page fetches them."""
+    return requests.get(f"{url}/api/v1/jobs/{job['id']}/predictions").json()
+
+
+def click_confusion_cell(page: Page, true: int, predicted: int, classes: int) -> None:
+    """Click the heatmap cell of (true class, predicted class): predictions across, true classes down."""
+    drag_layer = page.locator("#chart-confusion .nsewdrag").first
+    drag_layer.scroll_into_view_if_needed()  # a mouse click lands only within the viewport
+    box = drag_layer.bounding_box()
+    page.mouse.click(box["x"] + (predicted + 0.5) * box["width"] / classes,
+                     box["y"] + (true + 0.5) * box["height"] / classes)
+
+
+def test_f1_per_class_marks_the_best_backbone_of_each_class(stack, page, compared):
+    page.goto(f"{stack['url']}/benchmarks/{compared['id']}")
+    rows = page.locator("#class-f1 tbody tr")
+    expect(rows).to_have_count(len(compared["jobs"]))
+    evaluations = [job["summary"]["evaluation"] for job in compared["jobs"]]
+    for index, (job, evaluation) in enumerate(zip(compared["jobs"], evaluations)):
+        expect(rows.nth(index).locator("th")).to_have_text(job["backbone"])
+        expect(rows.nth(index).locator("td")).to_have_text(
+            [f"{points(row['f1'])} %" for row in evaluation["per_class"]]
+            + [f"{points(evaluation[key])} %" for key in ("macro_f1", "balanced_accuracy", "expected_calibration_error")])
+    best = [max(evaluation["per_class"][column]["f1"] for evaluation in evaluations)
+            for column in range(len(evaluations[0]["classes"]))]
+    marked = sum(row["f1"] == best[column] for evaluation in evaluations
+                 for column, row in enumerate(evaluation["per_class"]))
+    expect(page.locator("#class-f1 td.best")).to_have_count(marked)
+
+
+def test_a_confusion_cell_opens_its_test_images_and_the_disagreements_are_listed(stack, page, compared):
+    url = stack["url"]
+    page.goto(f"{url}/benchmarks/{compared['id']}")
+    job = compared["jobs"][1]
+    page.locator("#confusion-backbone").select_option(label=job["backbone"])
+    expect(page.locator("#chart-confusion")).to_have_attribute("data-job-id", str(job["id"]))
+    shown = predictions(url, job)
+    classes, target = shown["classes"], shown["predictions"][0]
+    behind = [p for p in shown["predictions"] if (p["true"], p["predicted"]) == (target["true"], target["predicted"])]
+    click_confusion_cell(page, target["true"], target["predicted"], len(classes))
+
+    figures = page.locator("#gallery figure")
+    expect(figures).to_have_count(len(behind))
+    expect(figures.locator("figcaption")).to_have_text(
+        [f"{classes[p['true']]} → {classes[p['predicted']]} ({fixed(100 * p['confidence'], 0)} %)" for p in behind])
+    expect(figures.locator("img").first).to_have_attribute(
+        "src", f"/api/v1/datasets/{shown['dataset_id']}/images/{behind[0]['index']}?size=96")
+    page.wait_for_function(  # the thumbnails really load from the stack
+        "() => [...document.querySelectorAll('#gallery img')].every(img => img.complete && img.naturalWidth > 0)")
+    expect(page.locator("#gallery-note")).to_contain_text(f"{job['backbone']}: {len(behind)} test image")
+
+    by_job = [{p["index"]: p for p in predictions(url, other)["predictions"]} for other in compared["jobs"]]
+    truth = {p["index"]: p["true"] for p in shown["predictions"]}
+    listed = [index for index in truth if len({guesses[index]["predicted"] for guesses in by_job}) > 1
+              or all(guesses[index]["predicted"] != truth[index] for guesses in by_job)]
+    expect(page.locator("#disagreements tbody tr")).to_have_count(len(listed))
+    wrong_by_all = [index for index in truth if all(guesses[index]["predicted"] != truth[index] for guesses in by_job)]
+    expect(page.locator("#disagreements tbody tr.label-noise")).to_have_count(len(wrong_by_all))
 
 
 def fill_tiny_benchmark(page: Page, rates: str, epochs: str = "1") -> None:
