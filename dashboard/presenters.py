@@ -95,6 +95,35 @@ def leader(benchmark: Benchmark) -> dict | None:
             "best_val_accuracy": best.summary["best_val_accuracy"]}
 
 
+# What a backbone's accuracy is weighed against (summary fields); lower is better for each.
+COSTS = ("latency_ms_per_image", "params_total", "model_bytes", "train_seconds")
+
+
+def pareto_front(points: dict) -> list:
+    """The keys of the (cost, accuracy) points that no other point dominates (as cheap or cheaper and as
+    accurate or more, better in one), cheapest first. Equal points are all on the front."""
+    def dominated(cost: float, accuracy: float) -> bool:
+        return any(other_cost <= cost and other_accuracy >= accuracy and (other_cost, other_accuracy) != (cost, accuracy)
+                   for other_cost, other_accuracy in points.values())
+
+    return sorted((key for key, (cost, accuracy) in points.items() if not dominated(cost, accuracy)),
+                  key=lambda key: points[key])
+
+
+def frontier_json(benchmark: Benchmark, ranked_by: str | None) -> dict[str, list[int]]:
+    """Per cost, the ids of the succeeded jobs on the Pareto front of accuracy against that cost; accuracy is
+    what ranks the leader (mean test accuracy, or best validation accuracy before test sets)."""
+    def accuracy(job: Job) -> float | None:
+        if ranked_by == "test_accuracy":
+            return (job.summary.get("test") or {}).get("accuracy_mean")
+        return job.summary.get("best_val_accuracy")
+
+    jobs = [job for job in _succeeded(benchmark) if accuracy(job) is not None]
+    return {cost: pareto_front({job.id: (job.summary[cost], accuracy(job)) for job in jobs
+                                if job.summary.get(cost) is not None})
+            for cost in COSTS}
+
+
 def splits_json(benchmark: Benchmark) -> dict | None:
     """The benchmark's train, validation and test parts (counts and hashes), once a job has reported them."""
     reported = [job.summary["splits"] for job in benchmark.jobs if job.summary and job.summary.get("splits")]
@@ -142,6 +171,7 @@ def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], trials: di
                    detail: bool = False) -> dict:
     """A benchmark with its derived status, leader, splits and jobs; with detail, its configuration and the
     comparison against the leader (`trials` then carry their test correctness)."""
+    best = leader(benchmark)
     shown = {
         "id": benchmark.id,
         "name": benchmark.name,
@@ -149,7 +179,8 @@ def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], trials: di
         "dataset": {"id": benchmark.dataset.id, "name": benchmark.dataset.name},
         "backbones": [job.backbone for job in benchmark.jobs],
         "pool": benchmark.config.get("pool", DEFAULT_POOL),
-        "leader": leader(benchmark),
+        "leader": best,
+        "frontier": frontier_json(benchmark, best and best["by"]),
         "splits": splits_json(benchmark),
         "created_at": iso(benchmark.created_at),
         "jobs": [job_json(job, epochs_done.get(job.id, 0), trials=trials.get(job.id)) for job in benchmark.jobs],

@@ -40,6 +40,19 @@ def test_each_backbone_reports_its_chosen_rate_and_mean_test_accuracy_with_an_in
         assert (job["trials_total"], job["trials_done"]) == (len(RATES) * REPEATS, len(RATES) * REPEATS)
 
 
+def test_the_frontier_of_each_cost_is_the_pareto_front_of_mean_test_accuracy_against_it(trial_benchmark):
+    from dashboard.presenters import COSTS, pareto_front
+
+    jobs = trial_benchmark["jobs"]
+    assert set(trial_benchmark["frontier"]) == set(COSTS)
+    for cost in COSTS:
+        points = {job["id"]: (job["summary"][cost], job["summary"]["test"]["accuracy_mean"]) for job in jobs}
+        assert trial_benchmark["frontier"][cost] == pareto_front(points)
+    # The backbone with the fewest parameters is on that front: nothing is cheaper in parameters.
+    cheapest = min(jobs, key=lambda job: job["summary"]["params_total"])
+    assert cheapest["id"] in trial_benchmark["frontier"]["params_total"]
+
+
 def test_every_job_has_the_same_split_and_the_benchmark_shows_its_hashes(trial_benchmark):
     splits = trial_benchmark["splits"]
     assert {name: part["images"] for name, part in splits.items()} == {"train": 18, "validation": 3, "test": 3}

@@ -15,7 +15,15 @@ const SPLITS = {
 };
 // The standing column sorts the leader first, then the others by p-value (the likeliest ties first).
 const LEADER_STANDING = 2;
-const view = { rows: [], sortKey: null, descending: false, split: "validation", signature: "", leaderId: null, live: false };
+const view = { rows: [], sortKey: null, descending: false, split: "validation", signature: "", leaderId: null, live: false,
+  cost: "latency_ms_per_image", frontier: {} };
+// The costs accuracy is weighed against (the API's `frontier` keys): the row value, axis title and words.
+const COSTS = {
+  latency_ms_per_image: { row: "latency", axis: "Latency per image (ms)", words: "latency per image" },
+  params_total: { row: "parameters", axis: "Parameters", words: "parameters" },
+  model_bytes: { row: "modelBytes", axis: "Model size (bytes)", words: "model size" },
+  train_seconds: { row: "trainSeconds", axis: "Training time (s)", words: "training time" },
+};
 
 /** The epoch with the best validation accuracy (the first of equals, as the summary picks it). */
 function bestEpoch(epochs) {
@@ -81,6 +89,7 @@ function rowValues(job, index, line, benchmark) {
     trainable: summary.params_trainable ?? null,
     modelBytes: summary.model_bytes ?? null,
     latency: summary.latency_ms_per_image ?? null,
+    trainSeconds: summary.train_seconds ?? null,
   };
 }
 
@@ -169,7 +178,10 @@ function rateCell(row) {
 /** One comparison row; the leader and the backbones tied with it are marked. */
 function tableRow(row, best) {
   const mark = best && el("span", { className: "best-mark" }, view.leaderId == null ? "★ best so far" : "★ leader");
-  const backbone = el("td", {}, jobLink(row.job), mark);
+  const frontier = (view.frontier[view.cost] ?? []).includes(row.job.id) && el("span", {
+    className: "frontier-mark", title: `No other backbone is both more accurate and lower in ${COSTS[view.cost].words}`,
+  }, "◆ on the frontier");
+  const backbone = el("td", {}, jobLink(row.job), mark, frontier);
   return el("tr", { className: best ? "best" : row.verdict.tied ? "tied" : "" },
     backbone,
     statusCell(row),
@@ -289,19 +301,35 @@ function renderSummaries() {
     hovertemplate: "%{x}: %{y:.1%}<extra></extra>",
   }], layout(axis(""), percentAxis(metric.label), { showlegend: false }));
 
-  const measured = view.rows.filter((row) => row.latency != null && row[metric.key] != null);
+  renderTradeoff(metric);
+}
+
+/** Accuracy (with its interval) against the chosen cost, and the Pareto frontier through the backbones on it. */
+function renderTradeoff(metric) {
+  const cost = COSTS[view.cost];
+  document.getElementById("tradeoff-title").textContent = `Accuracy against ${cost.words}`;
+  const measured = view.rows.filter((row) => row[cost.row] != null && row[metric.key] != null);
   document.getElementById("tradeoff-note").hidden = measured.length > 0;
-  draw(document.getElementById("chart-tradeoff"), measured.map((row) => ({
+  const byJob = new Map(measured.map((row) => [row.job.id, row]));
+  const front = (view.frontier[view.cost] ?? []).map((id) => byJob.get(id)).filter(Boolean);  // cheapest first
+  const points = measured.map((row) => ({
     type: "scatter",
     mode: "markers+text",
     name: row.backbone,
-    x: [row.latency],
+    x: [row[cost.row]],
     y: [row[metric.key]],
+    ...(metric.interval ? { error_y: intervalBars([row]) } : {}),
     text: [row.backbone],
     textposition: "top center",
     marker: { size: 12, color: colour(row.index) },
-    hovertemplate: `${row.backbone}<br>%{x:.2f} ms per image, %{y:.1%}<extra></extra>`,
-  })), layout(axis("Latency per image (ms)", { rangemode: "tozero" }), percentAxis(metric.label), { showlegend: false }));
+    hovertemplate: `${row.backbone}<br>${cost.words} %{x:.4~g}, %{y:.1%}<extra></extra>`,
+  }));
+  const frontier = {
+    type: "scatter", mode: "lines", name: "Pareto frontier", x: front.map((row) => row[cost.row]),
+    y: front.map((row) => row[metric.key]), line: { dash: "dot", color: "#57606a" }, hoverinfo: "skip",
+  };
+  draw(document.getElementById("chart-tradeoff"), [frontier, ...points],
+    layout(axis(cost.axis, { rangemode: "tozero" }), percentAxis(metric.label), { showlegend: false }));
 }
 
 /** The learning rates and repeats each backbone trains with, in words. */
@@ -361,6 +389,7 @@ async function refresh() {
   if (current === view.signature) return view.live;
   view.signature = current;
   view.leaderId = benchmark.leader?.job_id ?? null;
+  view.frontier = benchmark.frontier ?? {};
   const seriesByJob = new Map(series.map((line) => [line.job_id, line]));
   view.rows = benchmark.jobs.map((job, index) => rowValues(job, index, seriesByJob.get(job.id), benchmark));
   renderHeader(benchmark);
@@ -375,6 +404,11 @@ async function refresh() {
 for (const header of document.querySelectorAll("#comparison th")) {
   header.querySelector("button").addEventListener("click", () => sortBy(header));
 }
+document.getElementById("tradeoff-cost").addEventListener("change", (event) => {
+  view.cost = event.target.value;
+  renderTable();
+  renderTradeoff(summaryMetric());
+});
 for (const input of document.querySelectorAll('input[name="split"]')) {
   input.addEventListener("change", () => { view.split = input.value; renderCurves(); });
 }

@@ -177,6 +177,28 @@ def test_a_confusion_cell_opens_its_test_images_and_the_disagreements_are_listed
     expect(page.locator("#disagreements tbody tr.label-noise")).to_have_count(len(wrong_by_all))
 
 
+@pytest.mark.parametrize("cost, label", [("latency_ms_per_image", "Latency per image"), ("params_total", "Parameters"),
+                                         ("model_bytes", "Model size"), ("train_seconds", "Training time")])
+def test_the_tradeoff_draws_the_pareto_frontier_and_the_table_marks_the_backbones_on_it(stack, page, compared, cost,
+                                                                                        label):
+    page.goto(f"{stack['url']}/benchmarks/{compared['id']}")
+    expect(page.locator("#live")).to_have_text("All jobs finished")
+    page.locator("#tradeoff-cost").select_option(label=label)
+    expect(page.locator("#tradeoff-title")).to_have_text(f"Accuracy against {label.lower()}")
+    on_front = compared["frontier"][cost]  # cheapest first
+    by_id = {job["id"]: job for job in compared["jobs"]}
+    line = wait_until(lambda: next((trace for trace in chart_data(page, "chart-tradeoff")
+                                    if trace["name"] == "Pareto frontier"
+                                    and trace["x"] == [by_id[job_id]["summary"][cost] for job_id in on_front]), None),
+                      10, "the frontier of the chosen cost")
+    assert line["y"] == [by_id[job_id]["summary"]["test"]["accuracy_mean"] for job_id in on_front]
+    points = [trace for trace in chart_data(page, "chart-tradeoff") if trace["name"] != "Pareto frontier"]
+    assert all(trace["error_y"]["array"] for trace in points)  # each point with its interval
+    marked = page.locator("#comparison tbody tr").filter(has=page.locator(".frontier-mark"))
+    expect(marked.locator("td:first-child a")).to_have_text(
+        [job["backbone"] for job in compared["jobs"] if job["id"] in on_front])
+
+
 def fill_tiny_benchmark(page: Page, rates: str, epochs: str = "1") -> None:
     """Fill the form for one small backbone at 32 px with random weights and the given learning rates."""
     for box in page.locator('input[name="backbones"]').all():
