@@ -5,8 +5,7 @@ import io
 import os
 from pathlib import Path
 
-import numpy as np
-from flask import Blueprint, current_app, jsonify, request, send_file, send_from_directory
+from flask import Blueprint, current_app, jsonify, render_template, request, send_file, send_from_directory
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
@@ -21,7 +20,9 @@ from dashboard.dataset_registry import (
     store_upload,
     usable_scan,
 )
+from dashboard.gallery import ImageUnavailable, dataset_image_path, jpeg_thumbnail, trial_predictions
 from dashboard.openapi import build_openapi, documented
+from dashboard.pages import PLOTLY_BUNDLE
 from dashboard.prediction import (
     PREDICT_TIMEOUT_SECONDS,
     ImageRejected,
@@ -33,7 +34,6 @@ from dashboard.prediction import (
 )
 from dashboard.presenters import (
     benchmark_json,
-    predictions_json,
     dataset_json,
     epoch_json,
     epoch_series_json,
@@ -41,14 +41,13 @@ from dashboard.presenters import (
     trials_json,
     worker_json,
 )
+from dashboard.report import Report, csv_text, gather, html_context, markdown
 from dashboard.schemas import SAMPLE_BENCHMARK, BenchmarkRequest, DatasetPathRequest, describe_validation_error
 from dashboard.weights import WeightsRejected, store_weights_upload
 from db import operations as ops
 from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from jobs.datasets import ImageFile
-from jobs.images import thumbnail
-from jobs.training import PREDICTIONS_FILE, TRIALS_FOLDER
 from jobs.splits import split_indices, split_problem
 from worker.celery_app import enqueue_training
 
@@ -58,12 +57,11 @@ api.record_once(lambda state: state.app.url_map.converters.setdefault("id", RowI
 api.record_once(lambda state: state.app.url_map.converters.setdefault("index", IndexConverter))
 # The datasets.name column's length.
 DATASET_NAME_CHARS = 200
-# Dataset images served as thumbnails (the error gallery, the report): longest side by default, the range
-# a request may ask for, JPEG quality, and how long a browser may keep one.
+# Dataset images served as thumbnails (the error gallery): longest side by default, the range a request may
+# ask for, and how long a browser may keep one.
 TRIAL_NUMBERS = (0, 999)
 THUMBNAIL_SIDE = 128
 THUMBNAIL_SIDES = (16, 512)
-THUMBNAIL_QUALITY = 85
 THUMBNAIL_CACHE_SECONDS = 3600
 
 
@@ -235,25 +233,13 @@ def get_dataset_image(dataset_id: int, index: int):
     side = _query_number("size", THUMBNAIL_SIDES) or THUMBNAIL_SIDE
     with database().transaction() as session:
         dataset = ops.get_existing(session, Dataset, dataset_id)
-        root, count = Path(dataset.root), len(dataset.manifest)
-        relative = ImageFile(*dataset.manifest[index]).path if index < count else None
-    if relative is None:
-        raise BadRequest(f"index: dataset {dataset_id} has {count} images, numbered 0 to {count - 1}", "index",
-                         status=HttpNotFound.code)
-    path = root / relative
+        root, manifest = Path(dataset.root), list(dataset.manifest)
     try:
-        # Only a file inside the dataset's folder: not one a link, or a changed file list, leads out of it.
-        if not path.resolve(strict=True).is_relative_to(root.resolve()):
-            raise FileNotFoundError(path)
-        image = thumbnail(path, side)
-    except OSError:  # gone, moved out, or no longer an image since the dataset was scanned
-        raise BadRequest(f"index: image {index} of dataset {dataset_id} can no longer be read", "index",
-                         status=HttpNotFound.code) from None
-    encoded = io.BytesIO()
-    image.save(encoded, "JPEG", quality=THUMBNAIL_QUALITY)
-    encoded.seek(0)
+        jpeg = jpeg_thumbnail(dataset_image_path(root, manifest, index), side)
+    except ImageUnavailable as error:  # past the end, gone, moved out, or no longer an image
+        raise BadRequest(f"index: dataset {dataset_id}: {error}", "index", status=HttpNotFound.code) from None
     # A dataset's files never change under its id (its sha256 was taken at registration): browsers may keep it.
-    return send_file(encoded, mimetype="image/jpeg", max_age=THUMBNAIL_CACHE_SECONDS)
+    return send_file(io.BytesIO(jpeg), mimetype="image/jpeg", max_age=THUMBNAIL_CACHE_SECONDS)
 
 
 def _query_number(name: str, bounds: tuple[int, int]) -> int | None:
@@ -361,6 +347,41 @@ def get_benchmark_epochs(benchmark_id: int):
     """The curves of a benchmark in one call, for its charts: each job's selected trial (trial 0 until one is)."""
     with database().transaction() as session:
         return jsonify(series=[epoch_series_json(job, epochs) for job, epochs in ops.benchmark_epochs(session, benchmark_id)])
+
+
+@api.get("/benchmarks/<id:benchmark_id>/report")
+@documented(responses={200: "The report as one HTML file that opens from disk, offline", 404: "No such benchmark"})
+def get_benchmark_report(benchmark_id: int):
+    """The benchmark as one self-contained HTML file: data, configuration, leaderboard, charts, errors, record."""
+    report = _report(benchmark_id)
+    page = render_template("report.html", plotly_js=PLOTLY_BUNDLE.read_text(), **html_context(report))
+    return _download(page, "text/html", f"tlbench-benchmark-{benchmark_id}.html")
+
+
+@api.get("/benchmarks/<id:benchmark_id>/report.csv")
+@documented(responses={200: "One CSV row per trial of every job", 404: "No such benchmark"})
+def get_benchmark_report_csv(benchmark_id: int):
+    """Every trial of the benchmark as a CSV row, with its job's result beside it."""
+    return _download(csv_text(_report(benchmark_id)), "text/csv", f"tlbench-benchmark-{benchmark_id}.csv")
+
+
+@api.get("/benchmarks/<id:benchmark_id>/report.md")
+@documented(responses={200: "A short markdown summary", 404: "No such benchmark"})
+def get_benchmark_report_markdown(benchmark_id: int):
+    """The leaderboard and its verdict in markdown, to paste into a pull request or a chat."""
+    return _download(markdown(_report(benchmark_id)), "text/markdown", f"tlbench-benchmark-{benchmark_id}.md")
+
+
+def _report(benchmark_id: int) -> Report:
+    with database().transaction() as session:
+        return gather(session, settings(), benchmark_id)
+
+
+def _download(text: str, mimetype: str, filename: str):
+    """Answer text as a file to save under `filename`."""
+    response = current_app.response_class(text, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 @api.post("/benchmarks/<id:benchmark_id>/predict")
@@ -482,14 +503,12 @@ def get_job_predictions(job_id: int):
         dataset = job.benchmark.dataset
         labels = [ImageFile(*entry).label for entry in dataset.manifest]
         classes, dataset_id = list(dataset.classes), dataset.id
-    path = trial is not None and settings().job_artifact_dir(job_id) / TRIALS_FOLDER / f"{trial:02d}" / PREDICTIONS_FILE
-    if not (path and path.is_file()):
+    shown = None if trial is None else trial_predictions(settings().job_artifact_dir(job_id), trial, labels)
+    if shown is None:
         which = "" if asked is None else f" for trial {asked}"
         raise BadRequest(f"job {job_id} has no test predictions{which} (not finished, or no test set held out)",
                          status=HttpNotFound.code)
-    with np.load(path) as saved:
-        return jsonify(job_id=job_id, trial=trial, dataset_id=dataset_id, classes=classes,
-                       predictions=predictions_json(saved["index"], saved["predicted"], saved["probabilities"], labels))
+    return jsonify(job_id=job_id, trial=trial, dataset_id=dataset_id, classes=classes, predictions=shown)
 
 
 def _artifact_dir(job_id: int) -> Path:

@@ -253,14 +253,6 @@ def trials_json(job: Job, rows: list[Trial], epochs_done: dict[int, int]) -> dic
     return {"job_id": job.id, "test_set": bool(job.spec.get("test_split")), "trials": shown}
 
 
-def predictions_json(index: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, labels: list[int]) -> list[dict]:
-    """Per test image (a trial's predictions.npz): its dataset index, true and predicted class, and the
-    probability the model gave its prediction."""
-    confidence = probabilities.astype(np.float64)[np.arange(len(index)), predicted]
-    return [{"index": int(image), "true": labels[image], "predicted": int(guess), "confidence": round(float(p), 4)}
-            for image, guess, p in zip(index, predicted, confidence)]
-
-
 def worker_json(worker: Worker, current_job: Job | None) -> dict:
     """A worker with its pools, liveness, the job it is running and its latest metrics."""
     predicts = PREDICT_QUEUE in worker.queues

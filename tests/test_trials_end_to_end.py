@@ -3,6 +3,12 @@ the rate chosen on validation, each backbone's mean test accuracy with its inter
 leader, all read back over HTTP (on each database, as the `stack` fixture runs)."""
 from __future__ import annotations
 
+import csv
+import io
+import subprocess
+import sys
+from html.parser import HTMLParser
+
 import pytest
 import requests
 
@@ -126,6 +132,77 @@ def test_the_selected_trials_test_predictions_are_what_its_evaluation_counts(sta
     assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
     other = requests.get(f"{url}/api/v1/jobs/{job['id']}/predictions", params={"trial": 1}).json()
     assert other["trial"] == 1 and [p["index"] for p in other["predictions"]] == [p["index"] for p in predictions]
+
+
+def report(url: str, benchmark: dict, suffix: str = "") -> requests.Response:
+    response = requests.get(f"{url}/api/v1/benchmarks/{benchmark['id']}/report{suffix}")
+    assert response.status_code == 200, response.text[:500]
+    return response
+
+
+class Attributes(HTMLParser):
+    """Every src and href in an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [value for name, value in attrs if name in ("src", "href") and value is not None]
+
+
+def test_the_html_report_is_one_file_with_everything_inline(stack, trial_benchmark):
+    response = report(stack["url"], trial_benchmark)
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="tlbench-benchmark-{trial_benchmark["id"]}.html"')
+    page = response.text
+    parser = Attributes()
+    parser.feed(page)
+    assert all(link.startswith("data:image/jpeg;base64,") for link in parser.links), parser.links[:5]
+    assert "Plotly.newPlot" in page and "<script src" not in page  # the chart library is inline
+    mistakes = {job["id"]: sum(p["true"] != p["predicted"] for p in requests.get(
+        f"{stack['url']}/api/v1/jobs/{job['id']}/predictions").json()["predictions"]) for job in trial_benchmark["jobs"]}
+    assert len(parser.links) == sum(min(20, count) for count in mistakes.values())  # each mistake embedded, up to 20
+    for job in trial_benchmark["jobs"]:
+        assert job["backbone"] in page and job["summary"]["reproducibility"]["git_commit"] in page
+    assert trial_benchmark["comparison"]["sentence"] in page
+    for part in trial_benchmark["splits"].values():
+        assert part["sha256"] in page
+
+
+def test_the_csv_report_has_one_row_per_trial_and_the_markdown_one_the_leaderboard(stack, trial_benchmark):
+    rows = list(csv.DictReader(io.StringIO(report(stack["url"], trial_benchmark, ".csv").text)))
+    assert len(rows) == len(trial_benchmark["jobs"]) * len(RATES) * REPEATS
+    for job in trial_benchmark["jobs"]:
+        trials = requests.get(f"{stack['url']}/api/v1/jobs/{job['id']}/trials").json()["trials"]
+        mine = [row for row in rows if row["job_id"] == str(job["id"])]
+        assert [(int(row["trial"]), float(row["test_accuracy"]), row["selected"]) for row in mine] == [
+            (trial["number"], trial["test_accuracy"], str(trial["selected"])) for trial in trials]
+        assert {float(row["job_test_accuracy_mean"]) for row in mine} == {job["summary"]["test"]["accuracy_mean"]}
+    summary = report(stack["url"], trial_benchmark, ".md").text
+    assert trial_benchmark["comparison"]["sentence"] in summary
+    table = [line for line in summary.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(trial_benchmark["jobs"])  # the heading and one row a backbone
+    assert table[1].startswith(f"| {trial_benchmark['leader']['backbone']} |") and "| leader |" in table[1]
+
+
+def test_tlbench_report_saves_each_format_where_asked(stack, trial_benchmark, tmp_path):
+    for name in ("report.html", "report.csv", "summary.md"):
+        result = subprocess.run([sys.executable, "-m", "tlbench", "report", str(trial_benchmark["id"]), "-o",
+                                 str(tmp_path / name), "--url", stack["url"]], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        suffix = {"report.html": "", "report.csv": ".csv", "summary.md": ".md"}[name]
+        expected = report(stack["url"], trial_benchmark, suffix).content
+        saved = (tmp_path / name).read_bytes()
+        if suffix == ".csv":
+            assert saved == expected
+        else:  # the report says when it was generated, to the second
+            assert saved.split(b"generated")[0] == expected.split(b"generated")[0]
+    missing = subprocess.run([sys.executable, "-m", "tlbench", "report", "999", "--url", stack["url"]],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert missing.returncode == 1 and "404: benchmark 999 not found" in missing.stderr
 
 
 def test_a_class_too_small_for_a_test_part_is_refused_at_submit_naming_it(stack, tmp_path):

@@ -1,4 +1,4 @@
-"""`tlbench`: up, worker, redis, datasets, submit."""
+"""`tlbench`: up, worker, redis, datasets, submit, report."""
 from __future__ import annotations
 
 import argparse
@@ -81,7 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="show live progress, then the final comparison")
     _add_url_option(submit)
     submit.set_defaults(run=run_submit)
+
+    report = commands.add_parser("report", help="save a benchmark's report: one HTML file that opens offline, "
+                                                "a CSV row per trial, or a markdown summary")
+    report.add_argument("benchmark", type=int, help="the benchmark's id")
+    report.add_argument("-o", "--output", help="the file to write (default tlbench-benchmark-ID.FORMAT; - for "
+                                                "standard output); its extension picks the format")
+    report.add_argument("--format", choices=REPORT_FORMATS, help="html, csv or md (default: from --output, else html)")
+    _add_url_option(report)
+    report.set_defaults(run=run_report)
     return parser
+
+
+REPORT_FORMATS = ("html", "csv", "md")
+REPORT_EXTENSIONS = {".html": "html", ".htm": "html", ".csv": "csv", ".md": "md", ".markdown": "md"}
+
+
+def run_report(args) -> int:
+    """Fetch one of the benchmark's reports and write it where asked."""
+    kind = args.format or REPORT_EXTENSIONS.get(Path(args.output or "").suffix.lower(), "html")
+    content = ApiClient(args.url).report(args.benchmark, kind)
+    if args.output == "-":
+        sys.stdout.buffer.write(content)
+        return 0
+    path = Path(args.output or f"tlbench-benchmark-{args.benchmark}.{kind}")
+    path.write_bytes(content)
+    print(f"wrote {path} ({len(content):,} bytes)")
+    return 0
 
 
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:

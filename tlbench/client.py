@@ -42,18 +42,23 @@ class ApiClient:
             # A header, never the URL: URLs end up in access logs and shell histories.
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def _call(self, method: str, path: str, **kwargs) -> dict:
-        """Send a request and return its JSON, raising ApiError with the server's message."""
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send a request; its answer, or ApiError with the server's message."""
         try:
             response = self.session.request(method, f"{self.base_url}/api/v1{path}",
                                             timeout=(CONNECT_TIMEOUT_SECONDS, TIMEOUT_SECONDS), **kwargs)
         except requests.RequestException as error:
             raise ApiError(describe_failure(error, self.base_url)) from None
-        body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
         if response.status_code >= 400:
+            body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
             hint = f" (set {TOKEN_ENV} to the server's token)" if response.status_code == 401 else ""
             raise ApiError(f"{response.status_code}: {body.get('error', response.text[:200])}{hint}")
-        return body
+        return response
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        """Send a request and return its JSON, raising ApiError with the server's message."""
+        response = self._request(method, path, **kwargs)
+        return response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
 
     def add_dataset(self, source: Path, name: str | None = None, by_path: bool = False) -> dict:
         """Register a folder in place (by_path), or upload a zip or a folder zipped on the fly."""
@@ -77,6 +82,11 @@ class ApiClient:
     def benchmark(self, benchmark_id: int) -> dict:
         """One benchmark with its jobs."""
         return self._call("GET", f"/benchmarks/{benchmark_id}")
+
+    def report(self, benchmark_id: int, kind: str) -> bytes:
+        """A benchmark's report: "html" (one self-contained file), "csv" (a row per trial) or "md" (a summary)."""
+        suffix = "" if kind == "html" else f".{kind}"
+        return self._request("GET", f"/benchmarks/{benchmark_id}/report{suffix}").content
 
 
 def retrying_session() -> requests.Session:

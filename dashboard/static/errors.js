@@ -35,7 +35,7 @@ function predictionsOf(job) {
 function thumbnail(datasetId, index, caption) {
   return el("figure", { className: "thumb" },
     el("img", { src: `/api/v1/datasets/${datasetId}/images/${index}?size=${THUMBNAIL_PX}`, alt: `test image ${index}`,
-      width: THUMBNAIL_PX, loading: "lazy" }),
+      width: THUMBNAIL_PX }),
     el("figcaption", {}, caption));
 }
 
@@ -98,7 +98,7 @@ async function renderConfusion() {
     z: matrix,
     text: matrix.map((row) => row.map(String)),
     texttemplate: "%{text}",
-    colorscale: "Blues",
+    colorscale: [[0, "#f6f8fa"], [1, "#0072b2"]],
     showscale: false,
     hovertemplate: "true %{y}, predicted %{x}: %{z} images<extra></extra>",
   }], layout(axis("Predicted class", { type: "category" }),

@@ -199,6 +199,41 @@ def test_the_tradeoff_draws_the_pareto_frontier_and_the_table_marks_the_backbone
         [job["backbone"] for job in compared["jobs"] if job["id"] in on_front])
 
 
+def test_the_downloaded_report_opens_from_disk_with_no_network_and_draws_its_charts(stack, page, browser, compared,
+                                                                                   tmp_path):
+    page.goto(f"{stack['url']}/benchmarks/{compared['id']}")
+    with page.expect_download() as download:
+        page.locator("#download-report").click()
+    saved = tmp_path / "report.html"
+    download.value.save_as(saved)
+
+    # A context of its own that lets the file itself load and records (and refuses) any other request.
+    context = browser.new_context()
+    requested: list[str] = []
+
+    def only_the_file(route) -> None:
+        if route.request.url == saved.as_uri():
+            route.continue_()
+        else:
+            requested.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_file)
+    try:
+        report = context.new_page()
+        errors: list[str] = []
+        report.on("pageerror", lambda error: errors.append(str(error)))
+        report.goto(saved.as_uri())
+        for chart in ("#chart-curves", "#chart-tradeoff"):
+            expect(report.locator(f"{chart} .main-svg").first).to_be_visible()
+        expect(report.locator("#leaders tbody tr")).to_have_count(len(compared["jobs"]))
+        expect(report.locator("h1")).to_have_text(compared["name"])
+        assert report.evaluate("[...document.images].every(image => image.complete && image.naturalWidth > 0)")
+        assert (requested, errors) == ([], [])
+    finally:
+        context.close()
+
+
 def fill_tiny_benchmark(page: Page, rates: str, epochs: str = "1") -> None:
     """Fill the form for one small backbone at 32 px with random weights and the given learning rates."""
     for box in page.locator('input[name="backbones"]').all():
