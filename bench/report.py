@@ -7,6 +7,8 @@ ACCURACY_TARGET_PP = 1.0  # |best val accuracy (a) − (b)| per backbone, percen
 LATENCY_TARGET_SECONDS = 1.0  # submit → running with an idle worker
 TRIALS_WALL_TARGET = 1.5  # (d)/(c): 3 learning rates × 3 repeats against one trial a backbone
 TRIALS_DISK_TARGET = 1.2  # a job's artifacts in (d) against the same backbone's in (c)
+# The time left at submit, against the actual time: within 30 % either way (issue 12).
+ETA_TARGET = 0.30
 
 
 def _check(name: str, shown: str, target: str, passed: bool) -> dict:
@@ -40,6 +42,7 @@ def evaluate(figures: dict) -> list[dict]:
                              f"|·| ≤ {ACCURACY_TARGET_PP:g} pp",
                              difference is not None and abs(difference) <= ACCURACY_TARGET_PP))
     checks += trial_checks(figures)
+    checks += eta_checks(figures)
     latencies = figures["submit_to_running_seconds"]
     checks.append(_check(f"submit → running, worst of {len(latencies)}", f"{max(latencies):.3f} s",
                          f"≤ {LATENCY_TARGET_SECONDS:g} s", max(latencies) <= LATENCY_TARGET_SECONDS))
@@ -49,6 +52,20 @@ def evaluate(figures: dict) -> list[dict]:
                              "unknown" if peak is None else f"{peak / MIB:,.0f} MiB",
                              "unknown" if bound is None else f"≤ {bound / MIB:,.0f} MiB",
                              peak is not None and bound is not None and peak <= bound))
+    return checks
+
+
+def eta_checks(figures: dict) -> list[dict]:
+    """The time left the API gave at submit against the time it took: (c) repeats (a) with warm caches, (d)
+    scales it to 9 trials a backbone; (a), the first on a fresh home, has nothing earlier to go by."""
+    checks = []
+    for key, label in (("tlbench_rerun", "(c)"), ("tlbench_trials", "(d)")):
+        run = figures[key]
+        eta = run.get("eta_at_submit_seconds")
+        error = None if eta is None else eta / run["wall_seconds"] - 1
+        checks.append(_check(f"ETA at submit of {label} against its wall time",
+                             "unknown" if error is None else f"{100 * error:+.1f} %", f"|·| ≤ {100 * ETA_TARGET:g} %",
+                             error is not None and abs(error) <= ETA_TARGET))
     return checks
 
 

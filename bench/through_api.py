@@ -89,14 +89,16 @@ class BenchStack:
         self.wait_for_idle_worker()
         started = time.perf_counter()
         benchmark_id = self.client.submit(request)["id"]
-        jobs = self.client.benchmark(benchmark_id)["jobs"]
+        at_submit = self.client.benchmark(benchmark_id)
+        jobs = at_submit["jobs"]
         while not all(job["status"] in FINISHED for job in jobs):
             time.sleep(POLL_SECONDS)
             jobs = self.client.benchmark(benchmark_id)["jobs"]
         wall_seconds = time.perf_counter() - started
         figures = [{**job_figures(job, image_count), "artifact_bytes": self.artifact_bytes(job["id"])} for job in jobs]
         return {"wall_seconds": wall_seconds, "benchmark_id": benchmark_id, "learning_rate": request["learning_rate"],
-                "repeats": request["repeats"], "jobs": figures}
+                "repeats": request["repeats"], "jobs": figures, "eta_at_submit_seconds": at_submit["eta_seconds"],
+                "eta_basis": at_submit["eta_basis"]}
 
     def artifact_bytes(self, job_id: int) -> int:
         """The size of everything in a job's artifact folder, as the API lists it."""

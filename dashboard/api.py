@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
 from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable, UnsupportedMediaType
 
 from dashboard.converters import IndexConverter, RowIdConverter
+from dashboard.eta import Estimator
 from dashboard.dataset_registry import (
     DatasetRejected,
     dataset_fields,
@@ -325,7 +326,8 @@ def list_benchmarks():
         benchmarks = ops.list_benchmarks(session)
         job_ids = [job.id for b in benchmarks for job in b.jobs]
         done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids)
-        return jsonify(benchmarks=[benchmark_json(b, done, trials) for b in benchmarks])
+        estimator = Estimator(session)
+        return jsonify(benchmarks=[benchmark_json(b, done, trials, estimator=estimator) for b in benchmarks])
 
 
 @api.get("/benchmarks/<id:benchmark_id>")
@@ -337,7 +339,7 @@ def get_benchmark(benchmark_id: int):
         benchmark = ops.get_existing(session, Benchmark, benchmark_id)
         job_ids = [job.id for job in benchmark.jobs]
         done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids, with_correctness=True)
-        return jsonify(benchmark_json(benchmark, done, trials, detail=True))
+        return jsonify(benchmark_json(benchmark, done, trials, detail=True, estimator=Estimator(session)))
 
 
 @api.get("/benchmarks/<id:benchmark_id>/epochs")
@@ -432,7 +434,7 @@ def get_job(job_id: int):
     with database().transaction() as session:
         job = ops.get_existing(session, Job, job_id)
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True,
-                                trials=ops.job_trials(session, [job_id])[job_id]))
+                                trials=ops.job_trials(session, [job_id])[job_id], eta=Estimator(session).job(job)))
 
 
 @api.post("/jobs/<id:job_id>/cancel")

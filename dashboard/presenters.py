@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy as np
 from pydantic import ValidationError
 
+from dashboard.eta import Estimate, Estimator
 from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Job, JobStatus, Trial, Worker
 from db.operations import worker_status
 from jobs.spec import JobSpec, plan_trials
@@ -35,8 +36,10 @@ def dataset_json(dataset: Dataset) -> dict:
     }
 
 
-def job_json(job: Job, epochs_done: int, detail: bool = False, trials: list[Trial] | None = None) -> dict:
-    """A job with its status, progress (epochs and trials) and summary; with detail, its spec and traceback too."""
+def job_json(job: Job, epochs_done: int, detail: bool = False, trials: list[Trial] | None = None,
+             eta: Estimate | None = None) -> dict:
+    """A job with its status, progress (epochs and trials), time left and summary; with detail, its spec and
+    traceback too."""
     shown = {
         "id": job.id,
         "benchmark_id": job.benchmark_id,
@@ -57,10 +60,17 @@ def job_json(job: Job, epochs_done: int, detail: bool = False, trials: list[Tria
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "heartbeat_at": iso(job.heartbeat_at),
+        **eta_json(eta),
     }
     if detail:
         shown.update(spec=job.spec, traceback=job.traceback, cancel_requested=job.cancel_requested)
     return shown
+
+
+def eta_json(eta: Estimate | None) -> dict:
+    """The seconds left (None: unknown, or not estimated in this answer) and what the figure rests on."""
+    return {"eta_seconds": None if eta is None or eta.seconds is None else round(eta.seconds, 1),
+            "eta_basis": None if eta is None else eta.basis}
 
 
 def planned_trials(job: Job) -> list:
@@ -168,9 +178,9 @@ def comparison_json(benchmark: Benchmark, trials: dict[int, list[Trial]]) -> dic
 
 
 def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], trials: dict[int, list[Trial]],
-                   detail: bool = False) -> dict:
-    """A benchmark with its derived status, leader, splits and jobs; with detail, its configuration and the
-    comparison against the leader (`trials` then carry their test correctness)."""
+                   detail: bool = False, estimator: Estimator | None = None) -> dict:
+    """A benchmark with its derived status, leader, splits, time left and jobs; with detail, its configuration
+    and the comparison against the leader (`trials` then carry their test correctness)."""
     best = leader(benchmark)
     shown = {
         "id": benchmark.id,
@@ -183,7 +193,9 @@ def benchmark_json(benchmark: Benchmark, epochs_done: dict[int, int], trials: di
         "frontier": frontier_json(benchmark, best and best["by"]),
         "splits": splits_json(benchmark),
         "created_at": iso(benchmark.created_at),
-        "jobs": [job_json(job, epochs_done.get(job.id, 0), trials=trials.get(job.id)) for job in benchmark.jobs],
+        **eta_json(estimator and estimator.benchmark(benchmark)),
+        "jobs": [job_json(job, epochs_done.get(job.id, 0), trials=trials.get(job.id), eta=estimator and estimator.job(job))
+                 for job in benchmark.jobs],
     }
     if detail:
         shown["config"] = benchmark.config

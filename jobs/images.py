@@ -48,6 +48,11 @@ def _decode_all(partial: Path, dataset_root: Path, files: list[ImageFile], image
     del array
 
 
+def decoded_images_path(cache_dir: Path, dataset_sha256: str, image_size: int) -> Path:
+    """Where a dataset's images, decoded at one size, are cached."""
+    return Path(cache_dir) / f"{dataset_sha256}-{image_size}px.npy"
+
+
 def load_uint8_images(
     dataset_root: Path, files: list[ImageFile], image_size: int, cache_dir: Path, dataset_sha256: str
 ) -> np.ndarray:
@@ -55,7 +60,7 @@ def load_uint8_images(
 
     `files` must be the full file list of the scanned dataset whose hash is `dataset_sha256`.
     """
-    cache_path = Path(cache_dir) / f"{dataset_sha256}-{image_size}px.npy"
+    cache_path = decoded_images_path(cache_dir, dataset_sha256, image_size)
     return cached_array(cache_path, lambda partial: _decode_all(partial, Path(dataset_root), files, image_size),
                         root=Path(cache_dir))
 

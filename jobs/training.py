@@ -27,7 +27,7 @@ from jobs.datasets import ScannedDataset
 from jobs.environment import reproducibility_record
 from jobs.evaluation import EVALUATION_FILE, evaluate, summary_part
 from jobs.features import feature_cache_path, pooled_features, uses_feature_cache
-from jobs.images import load_uint8_images
+from jobs.images import decoded_images_path, load_uint8_images
 from jobs.memory import peak_memory_bytes, reset_peak_memory
 from jobs.model import (
     POOLED_LAYER,
@@ -432,13 +432,17 @@ def run_job(spec: JobSpec, dataset: ScannedDataset, artifact_dir: Path, cache_di
     policy = precision_policy(spec.mixed_precision)
     keras.config.set_dtype_policy(policy)
     clock = PhaseClock(reporter)
+    features_path = feature_cache_path(cache_dir, dataset.sha256, spec, policy)
+    # What the cache already held: the time-left estimates learn what computing each costs from jobs that did.
+    cached = {"images": decoded_images_path(cache_dir, dataset.sha256, spec.image_size).exists(),
+              "features": uses_feature_cache(spec) and features_path.exists()}
     with clock.phase("decoding images"):
         data = load_training_data(spec, dataset, Path(cache_dir))
     with clock.phase("building model"):
         model, base = build_model(spec, len(dataset.classes))
     try:
-        summary = _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir,
-                                  feature_cache_path(cache_dir, dataset.sha256, spec, policy), clock)
+        summary = _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir, features_path, clock,
+                                  cached)
     except AttemptSuperseded:
         raise  # the checkpoint now belongs to the attempt that owns the job
     except Exception:
@@ -465,7 +469,7 @@ def _feature_count(model) -> int:
 
 
 def _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir: Path, features_path: Path,
-                    clock: PhaseClock) -> dict:
+                    clock: PhaseClock, cached: dict[str, bool]) -> dict:
     """Train every trial (together on cached features, or one by one), choose, save every artifact and summarise."""
     trials = plan_trials(spec)
     if uses_feature_cache(spec):
@@ -491,6 +495,7 @@ def _train_and_save(spec, dataset, data, model, base, reporter, artifact_dir: Pa
     summary["reproducibility"] = reproducibility_record(spec, plan_trials(spec), dataset.sha256, summary["splits"],
                                                         summary["precision"])
     summary["phase_seconds"] = clock.seconds
+    summary["cached"] = cached
     summary["resumed_after_epoch"] = resumed_after
     _write_artifact(artifact_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
     return summary

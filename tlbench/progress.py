@@ -27,10 +27,23 @@ def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
 
 
+def eta_text(seconds: float | None, basis: str | None) -> str:
+    """Time left in words, to the minute (so a watched table does not change every poll), and its basis."""
+    if seconds is None:
+        return f"time left {basis or 'unknown'}"  # the basis says why: "unknown: no earlier job of ..."
+    minutes = round(seconds / 60)
+    amount = "under a minute" if minutes < 1 else (f"about {minutes} min" if minutes < 60
+                                                   else f"about {minutes // 60} h {minutes % 60} min")
+    return f"{amount} left ({basis})"
+
+
 def render_table(benchmark: dict) -> str:
-    """A plain-text table of the jobs while they run."""
+    """A plain-text table of the jobs while they run, under the benchmark's status and time left."""
     lines = aligned([COLUMNS] + [job_row(job) for job in benchmark["jobs"]])
-    return f"benchmark {benchmark['id']} ({benchmark['name']}): {benchmark['status']}\n" + "\n".join(lines)
+    head = f"benchmark {benchmark['id']} ({benchmark['name']}): {benchmark['status']}"
+    if benchmark.get("eta_basis") != "finished":
+        head += f" · {eta_text(benchmark.get('eta_seconds'), benchmark.get('eta_basis'))}"
+    return head + "\n" + "\n".join(lines)
 
 
 def watch(client: ApiClient, benchmark_id: int, stream=sys.stdout) -> dict:

@@ -97,13 +97,17 @@ function rowValues(job, index, line, benchmark) {
 function statusDetail(row) {
   const { job } = row;
   if (job.error) return job.error.length > 80 ? `${job.error.slice(0, 80)}…` : job.error;
-  if (job.status !== "running") return null;
-  // Early stopping may end it sooner: this is the most it will take at the pace so far. Trials may train
-  // together or one after another, so a job with several gives no estimate.
-  const single = (job.trials_total ?? 1) <= 1;
-  const left = row.secondsPerEpoch == null || !single ? null
-    : `about ${duration((job.epochs - job.epochs_done) * row.secondsPerEpoch)} left`;
-  return [job.phase, left].filter(Boolean).join(" · ") || null;
+  if (job.status !== "running" && job.status !== "queued") return null;
+  // The API's estimate, from earlier jobs like this one; none before there are any.
+  const left = job.eta_seconds == null ? null : `about ${duration(job.eta_seconds)} ${job.status === "queued" ? "to run" : "left"}`;
+  return [job.status === "running" && job.phase, left].filter(Boolean).join(" · ") || null;
+}
+
+/** The benchmark's time left in words, with what it rests on; nothing once it has finished. */
+function etaText(benchmark) {
+  if (!ACTIVE_STATUSES.has(benchmark.status)) return null;
+  if (benchmark.eta_seconds == null) return `Time left: unknown (${benchmark.eta_basis?.replace(/^unknown: /, "") ?? "not estimated"})`;
+  return `Time left: about ${duration(benchmark.eta_seconds)} (${benchmark.eta_basis})`;
 }
 
 /** How many trials a job runs, and how many ended once any has (they end together when they train together). */
@@ -369,15 +373,18 @@ function renderHeader(benchmark) {
     el("li", {}, trialsText(config)),
     el("li", {}, splitText(benchmark)),
     el("li", {}, `Image size: ${size} px · weights: ${config.weights}${config.augment ? " · augmented" : ""}`),
+    etaText(benchmark) && el("li", { className: "eta" }, etaText(benchmark)),
   );
 }
 
 /** What the page shows, in a few characters: when it is unchanged, nothing is redrawn. */
 function signature(benchmark, series) {
+  // Times left count down every poll: redraw for them every ten seconds or so, not every second.
   const jobs = benchmark.jobs.map((job) => [job.id, job.status, job.epochs_done, job.phase, job.trials_done,
-    job.summary ? 1 : 0].join(":"));
+    job.summary ? 1 : 0, Math.round((job.eta_seconds ?? -10) / 10)].join(":"));
   const lines = series.map((line) => `${line.job_id}:${line.trial}:${line.epochs.length}:${line.band?.length ?? 0}`);
-  return [...jobs, ...lines, benchmark.leader?.job_id, benchmark.comparison?.sentence].join("|");
+  return [...jobs, ...lines, benchmark.leader?.job_id, benchmark.comparison?.sentence,
+    Math.round((benchmark.eta_seconds ?? -10) / 10), benchmark.eta_basis].join("|");
 }
 
 /** Fetch the benchmark and its epochs; redraw what changed; answer whether any job is still active. */

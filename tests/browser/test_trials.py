@@ -234,6 +234,24 @@ def test_the_downloaded_report_opens_from_disk_with_no_network_and_draws_its_cha
         context.close()
 
 
+def test_a_benchmark_like_a_finished_one_shows_its_time_left_until_it_ends(stack, page, compared, dataset):
+    # The compared benchmark is the history: the same backbones, size, device and path, fewer epochs.
+    response = requests.post(f"{stack['url']}/api/v1/benchmarks", json={
+        "dataset": dataset["id"], "backbones": BACKBONES, "epochs": 4, "patience": 4, "image_size": 32,
+        "batch_size": 8, "weights": "none", "learning_rate": RATES, "repeats": REPEATS})
+    assert response.status_code == 201, response.text
+    at_submit = requests.get(f"{stack['url']}/api/v1/benchmarks/{response.json()['id']}").json()
+    assert at_submit["eta_seconds"] > 0 and all(job["eta_seconds"] > 0 for job in at_submit["jobs"]), at_submit
+    assert all(job["eta_basis"].endswith("on CPU, cached features") for job in at_submit["jobs"])
+
+    page.goto(f"{stack['url']}/benchmarks/{response.json()['id']}")
+    expect(page.locator("#meta .eta")).to_have_text(
+        re.compile(r"^Time left: about \S.* \(\d jobs? left on 1 worker\)$"))
+    expect(page.locator("#comparison .status-detail, #comparison td.wrap").first).to_contain_text("about")
+    expect(page.locator("#live")).to_have_text("All jobs finished", timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("#meta .eta")).to_have_count(0)
+
+
 def fill_tiny_benchmark(page: Page, rates: str, epochs: str = "1") -> None:
     """Fill the form for one small backbone at 32 px with random weights and the given learning rates."""
     for box in page.locator('input[name="backbones"]').all():

@@ -52,6 +52,7 @@ SUMMARY_KEYS = {
     "resumed_after_epoch",
     "evaluation",
     "reproducibility",
+    "cached",
 }
 
 
