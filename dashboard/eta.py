@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import FINISHED_STATUSES, Benchmark, Job, JobStatus, Worker
@@ -125,21 +125,48 @@ def _images(benchmark: Benchmark) -> tuple[int, float]:
     return total, total * (1 - config.get("validation_split", 0.15) - config.get("test_split", 0.0))
 
 
+@dataclass(frozen=True)
+class History:
+    """What the recent succeeded jobs tell: paces by kind, and what they left in the cache."""
+
+    paces: dict[Kind, list[Pace]]
+    decoded: set[tuple]  # (dataset id, image size)
+    featured: set[tuple]  # _features_key
+
+
+# The history as last read, and the marker (the database, how many succeeded jobs, the latest end) it was read
+# at: pages poll every second, and the history changes only when a job succeeds.
+_last_history: list = [None, None]
+
+
+def _history(session: Session) -> History:
+    """The recent succeeded jobs' history, read again only when a job has succeeded since the last read."""
+    marker = (str(session.get_bind().url), *session.execute(select(func.count(), func.max(Job.finished_at))
+                                                           .where(Job.status == JobStatus.SUCCEEDED)).one())
+    known_marker, known = _last_history
+    if known is not None and known_marker == marker:
+        return known
+    recent = list(session.scalars(select(Job).where(Job.status == JobStatus.SUCCEEDED)
+                                  .options(selectinload(Job.benchmark))
+                                  .order_by(Job.finished_at.desc()).limit(HISTORY_JOBS)))
+    paces: dict[Kind, list[Pace]] = {}
+    for kind, pace in filter(None, map(pace_of, recent)):
+        paces.setdefault(kind, []).append(pace)
+    # What the cache holds now, as far as the jobs that filled it tell (one host's cache: the default).
+    specs = [(job, spec) for job in recent if (spec := _spec(job)) is not None]
+    history = History(paces, {(job.benchmark.dataset_id, spec.image_size) for job, spec in specs},
+                      {_features_key(job, spec) for job, spec in specs if _cached_features(spec)})
+    _last_history[:] = [marker, history]
+    return history
+
+
 class Estimator:
     """Estimates for the jobs and benchmarks of one read, sharing the history, the workers and the clock."""
 
     def __init__(self, session: Session):
         self.now: datetime = database_now(session)
-        recent = list(session.scalars(select(Job).where(Job.status == JobStatus.SUCCEEDED)
-                                      .options(selectinload(Job.benchmark))
-                                      .order_by(Job.finished_at.desc()).limit(HISTORY_JOBS)))
-        self.paces: dict[Kind, list[Pace]] = {}
-        for kind, pace in filter(None, map(pace_of, recent)):
-            self.paces.setdefault(kind, []).append(pace)
-        # What the cache holds now, as far as the jobs that filled it tell (one host's cache: the default).
-        specs = [(job, spec) for job in recent if (spec := _spec(job)) is not None]
-        self.decoded = {(job.benchmark.dataset_id, spec.image_size) for job, spec in specs}
-        self.featured = {_features_key(job, spec) for job, spec in specs if _cached_features(spec)}
+        history = _history(session)
+        self.paces, self.decoded, self.featured = history.paces, history.decoded, history.featured
         online = session.scalars(select(Worker).where(Worker.stopped_at.is_(None),
                                                       Worker.heartbeat_at >= self.now - WORKER_OFFLINE_AFTER))
         self.training_workers = [worker for worker in online if PREDICT_QUEUE not in worker.queues]

@@ -4,7 +4,6 @@ Every page gets only what the app itself serves (see conftest: remote requests a
 the test). Jobs are tiny: 3 classes x 8 images at 32 px, random weights, a few epochs."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -19,9 +18,6 @@ from stackutil import wait_until
 # Jobs here take seconds each on one CPU worker, but they queue behind one another.
 TRAINING_TIMEOUT_MS = 180_000
 BACKBONES = ["VGG16", "MobileNetV3Small"]
-# The README's screenshot is refreshed only on request (TLBENCH_UPDATE_SCREENSHOTS=1): a test run
-# should not change tracked files.
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "benchmark.png"
 
 
 def upload_dataset(url: str, archive: Path) -> dict:
@@ -105,8 +101,6 @@ def test_a_benchmark_submitted_from_the_form_updates_live(stack, page, dataset_z
     expect(page.locator("#tradeoff-note")).to_be_hidden()
 
     page.screenshot(path=tmp_path / "benchmark.png", full_page=True)
-    if os.environ.get("TLBENCH_UPDATE_SCREENSHOTS") == "1":
-        page.screenshot(path=SCREENSHOT, full_page=True)
 
 
 def test_the_table_sorts_by_mouse_and_keyboard_and_the_curves_switch_to_train(stack, page, trained):
