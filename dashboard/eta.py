@@ -4,11 +4,11 @@ from nowhere.
 Jobs are alike when they share the backbone, the image size, the device kind (CPU or GPU) and the path
 (heads on cached features, or end to end). From each earlier succeeded job of a kind come its fixed
 seconds (building the model, saving: the wall time less the other phases), its training seconds per
-unit of work (training images x planned epochs x trials, so early stopping is folded in), and, where
+training image x planned epoch (so early stopping is folded in) with its number of trials, and, where
 the job did that work rather than find it in the cache, its seconds per image for decoding and for the
 base's features. A job's estimate is the median of each over its kind's history, scaled by its own
-images, epochs and trials; decoding and features count only when no earlier job left them in the
-cache. A benchmark's is its unfinished jobs' work shared by the online workers of its pool, and never
+images and epochs, and for its trials (training_rate); decoding and features count only when no
+earlier job left them in the cache. A benchmark's is its unfinished jobs' work shared by the online workers of its pool, and never
 less than its longest job.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ class Pace:
     """What one earlier job cost; a per-image cost is None when the job found that work in the cache."""
 
     fixed_seconds: float  # building the model and saving artifacts
-    seconds_per_unit: float  # training, per training image x planned epoch x trial
+    trials: int
+    training_per_image_epoch: float  # training seconds per training image x planned epoch, all its trials
     decode_per_image: float | None  # decoding the dataset's images
     features_per_image: float | None  # the base's features of every image
 
@@ -73,9 +74,20 @@ def _spec(job: Job) -> JobSpec | None:
         return None
 
 
-def _work(spec: JobSpec, train_images: float) -> float:
-    """Units of training work: training images x planned epochs x trials."""
-    return train_images * spec.epochs * len(plan_trials(spec))
+def training_rate(paces: list[Pace], trials: int) -> float:
+    """Training seconds per training image x planned epoch for a job of `trials` trials.
+
+    With earlier jobs of at least two trial counts, a straight line through them (trials that train
+    together share part of the cost: one pass over the batches, one model); otherwise in proportion to
+    the trials, which overestimates stacked trials until such a history exists.
+    """
+    counts = [pace.trials for pace in paces]
+    rates = [pace.training_per_image_epoch for pace in paces]
+    if len(set(counts)) >= 2:
+        slope, intercept = statistics.linear_regression(counts, rates)
+        if slope >= 0 and intercept >= 0:
+            return intercept + slope * trials
+    return statistics.median(rate / count for rate, count in zip(rates, counts)) * trials
 
 
 def _cached_features(spec: JobSpec) -> bool:
@@ -98,8 +110,8 @@ def pace_of(job: Job) -> tuple[Kind, Pace] | None:
     decoding, features = phases.get("decoding images", 0.0), phases.get("computing features", 0.0)
     wall = (job.finished_at - job.started_at).total_seconds()
     kind = Kind(job.backbone, spec.image_size, device, bool(summary.get("feature_cache")))
-    return kind, Pace(max(0.0, wall - decoding - features - phases["training"]),
-                      phases["training"] / _work(spec, summary["n_train"]),
+    return kind, Pace(max(0.0, wall - decoding - features - phases["training"]), len(plan_trials(spec)),
+                      phases["training"] / (summary["n_train"] * spec.epochs),
                       None if cached["images"] else decoding / images,
                       None if cached["features"] or not kind.cached_features else features / images)
 
@@ -205,7 +217,7 @@ class Estimator:
             return Estimate(None, f"unknown: no earlier job of {kind.words()}")
         images, train_images = _images(job.benchmark)
         seconds = (_median(pace.fixed_seconds for pace in paces)
-                   + _median(pace.seconds_per_unit for pace in paces) * _work(spec, train_images))
+                   + training_rate(paces, len(plan_trials(spec))) * train_images * spec.epochs)
         for needed, rate, work in (
                 (self._decodes(job, spec), _median(pace.decode_per_image for kind_paces in self.paces.values()
                                                    for pace in kind_paces), "decoded images"),

@@ -137,3 +137,14 @@ def test_tlbench_submit_wait_shows_the_time_left_to_the_minute_and_its_basis(sec
     benchmark = {"id": 1, "name": "b", "status": "running", "eta_seconds": seconds, "eta_basis": basis, "jobs": [
         {"backbone": "VGG16", "status": "running", "epochs_done": 1, "epochs": 3, "summary": None, "error": None}]}
     assert render_table(benchmark).splitlines()[0] == f"benchmark 1 (b): running · {shown}"
+
+
+def test_with_earlier_jobs_of_two_trial_counts_the_training_cost_follows_the_line_through_them(database):
+    from dashboard.eta import Pace, training_rate
+
+    # One trial: 1.0 s an image-epoch; four trials together: 2.5 s (they share part of the cost).
+    paces = [Pace(10.0, 1, 1.0, None, None), Pace(10.0, 4, 2.5, None, None)]
+    assert training_rate(paces, 1) == pytest.approx(1.0)
+    assert training_rate(paces, 9) == pytest.approx(1.0 + 0.5 * 8)
+    # With one trial count only: in proportion to the trials.
+    assert training_rate(paces[:1], 9) == pytest.approx(9.0)
