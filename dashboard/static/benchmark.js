@@ -373,7 +373,8 @@ function renderHeader(benchmark) {
     el("li", {}, trialsText(config)),
     el("li", {}, splitText(benchmark)),
     el("li", {}, `Image size: ${size} px · weights: ${config.weights}${config.augment ? " · augmented" : ""}`),
-    etaText(benchmark) && el("li", { className: "eta" }, etaText(benchmark)),
+    // replaceChildren writes null as the text "null": only an element, or nothing.
+    ...(etaText(benchmark) ? [el("li", { className: "eta" }, etaText(benchmark))] : []),
   );
 }
 

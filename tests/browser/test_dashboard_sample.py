@@ -55,4 +55,6 @@ def take_readme_screenshot(page) -> None:
     box = drag_layer.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 6, box["y"] + box["height"] / 6)  # a cell of the first class
     expect(page.locator("#gallery figure").first).to_be_visible()
-    page.screenshot(path=SCREENSHOT, full_page=True)
+    # Down to the confusion matrix and its gallery; the list of disagreements below runs long.
+    bottom = page.evaluate("document.querySelector('#errors .charts').getBoundingClientRect().bottom + scrollY")
+    page.screenshot(path=SCREENSHOT, full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": bottom + 16})

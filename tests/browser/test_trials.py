@@ -250,6 +250,7 @@ def test_a_benchmark_like_a_finished_one_shows_its_time_left_until_it_ends(stack
     expect(page.locator("#comparison .status-detail, #comparison td.wrap").first).to_contain_text("about")
     expect(page.locator("#live")).to_have_text("All jobs finished", timeout=TRAINING_TIMEOUT_MS)
     expect(page.locator("#meta .eta")).to_have_count(0)
+    expect(page.locator("#meta")).not_to_contain_text("null")
 
 
 def fill_tiny_benchmark(page: Page, rates: str, epochs: str = "1") -> None:
