@@ -158,6 +158,30 @@ def standing(job: dict, benchmark: dict) -> str:
     return f"{verdict} (p = {test['p_value']:.2f})"
 
 
+def _number(value: float | None, template: str, scale: float = 1.0) -> str:
+    """A measured value in its unit, or a dash before it is measured."""
+    return "–" if value is None else template.format(value / scale)
+
+
+def leaderboard(report: Report) -> list[dict]:
+    """The leaderboard's rows as text, leader first; a job that has not finished shows dashes."""
+    frontier = set(report.benchmark["frontier"]["latency_ms_per_image"])
+    rows = []
+    for job in report.jobs:
+        summary = job["summary"] or {}
+        rate = summary.get("chosen_learning_rate")
+        rows.append({
+            "backbone": job["backbone"], "status": job["status"], "test": accuracy_cell(job),
+            "standing": standing(job, report.benchmark), "leader": standing(job, report.benchmark) == "leader",
+            "on_frontier": job["id"] in frontier, "learning_rate": "–" if rate is None else f"{rate:g}",
+            "repeats": str(summary.get("repeats", "–")), "best_val": percent(summary.get("best_val_accuracy")),
+            "latency": _number(summary.get("latency_ms_per_image"), "{:.2f} ms"),
+            "parameters": _number(summary.get("params_total"), "{:.1f} M", 1e6),
+            "model_size": _number(summary.get("model_bytes"), "{:.1f} MB", 1e6),
+        })
+    return rows
+
+
 def markdown(report: Report) -> str:
     """A short summary that pastes into a pull request or a chat."""
     benchmark, dataset = report.benchmark, report.dataset
@@ -170,14 +194,9 @@ def markdown(report: Report) -> str:
         "| Backbone | Test accuracy (95 % CI) | Against the leader | Learning rate | Repeats | Latency / image | Parameters |",
         "|---|---|---|---|---|---|---|",
     ]
-    for job in report.jobs:
-        summary = job["summary"] or {}
-        latency = summary.get("latency_ms_per_image")
-        params = summary.get("params_total")
-        lines.append(f"| {job['backbone']} | {accuracy_cell(job)} | {standing(job, benchmark)} | "
-                     f"{summary.get('chosen_learning_rate', '–')} | {summary.get('repeats', '–')} | "
-                     f"{'–' if latency is None else f'{latency:.2f} ms'} | "
-                     f"{'–' if params is None else f'{params / 1e6:.1f} M'} |")
+    for row in leaderboard(report):
+        lines.append(f"| {row['backbone']} | {row['test']} | {row['standing']} | {row['learning_rate']} | "
+                     f"{row['repeats']} | {row['latency']} | {row['parameters']} |")
     parts = ", ".join(f"{name} {part['images']}" for name, part in splits.items())
     lines += ["", f"{dataset['images']} images, {len(dataset['classes'])} classes"
               + (f" (split: {parts})" if parts else "") + f"; dataset sha256 `{dataset['sha256'][:12]}`.",
@@ -263,13 +282,11 @@ def html_context(report: Report) -> dict:
     """What templates/report.html renders."""
     by_job = {job["id"]: job for job in report.benchmark["jobs"]}
     return {
-        "report": report, "jobs": report.jobs, "percent": percent, "accuracy_cell": accuracy_cell,
-        "standing": standing, "curves": curves_chart(report), "tradeoff": tradeoff_chart(report),
-        "grid": class_grid(report),
+        "report": report, "jobs": report.jobs, "leaderboard": leaderboard(report), "percent": percent,
+        "curves": curves_chart(report), "tradeoff": tradeoff_chart(report), "grid": class_grid(report),
         "confusions": [{"backbone": by_job[job_id]["backbone"], "classes": report.dataset["classes"],
                         "matrix": confusion(report.dataset["classes"], shown)}
                        for job_id, shown in report.predictions.items()],
         "errors": [{"backbone": by_job[job_id]["backbone"], "images": images, "classes": report.dataset["classes"]}
                    for job_id, images in report.errors.items()],
-        "frontier": set(report.benchmark["frontier"]["latency_ms_per_image"]),
     }

@@ -285,3 +285,16 @@ def test_sample_benchmark_runs_the_seed_backbones_at_their_smallest_sizes(client
 
 def test_no_worker_is_listed_before_one_starts(client):
     assert client.get("/api/v1/workers").json == {"workers": []}
+
+
+def test_the_report_of_a_benchmark_still_queued_shows_its_jobs_with_nothing_measured(client, dataset_id):
+    created = submit(client, dataset_id, backbones=["VGG16", "ResNet50"], learning_rate=[1e-3, 3e-4])
+    page = client.get(f"/api/v1/benchmarks/{created['id']}/report")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert text.count("<td>queued</td>") == 2 and "VGG16" in text and "ResNet50" in text
+    rows = client.get(f"/api/v1/benchmarks/{created['id']}/report.csv").get_data(as_text=True).splitlines()
+    assert len(rows) == 1 + 2 * 2  # the heading, then every planned trial of both jobs
+    assert all(",queued," in row for row in rows[1:])
+    summary = client.get(f"/api/v1/benchmarks/{created['id']}/report.md").get_data(as_text=True)
+    assert "No backbone has a test result yet." in summary and "| VGG16 | – | – | – |" in summary

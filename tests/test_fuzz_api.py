@@ -25,12 +25,17 @@ from tlbench.client import zip_folder
 HUGE_ID = 10**37
 ID_ROUTES = [
     ("GET", "/api/v1/datasets/{id}"),
+    ("GET", "/api/v1/datasets/{id}/images/0"),
     ("GET", "/api/v1/benchmarks/{id}"),
     ("GET", "/api/v1/benchmarks/{id}/epochs"),
+    ("GET", "/api/v1/benchmarks/{id}/report"),
+    ("GET", "/api/v1/benchmarks/{id}/report.csv"),
+    ("GET", "/api/v1/benchmarks/{id}/report.md"),
     ("POST", "/api/v1/benchmarks/{id}/predict"),
     ("GET", "/api/v1/jobs/{id}"),
     ("GET", "/api/v1/jobs/{id}/epochs"),
     ("GET", "/api/v1/jobs/{id}/trials"),
+    ("GET", "/api/v1/jobs/{id}/predictions"),
     ("GET", "/api/v1/jobs/{id}/artifacts"),
     ("GET", "/api/v1/jobs/{id}/artifacts/model.keras"),
     ("POST", "/api/v1/jobs/{id}/cancel"),
