@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from db.models import FINISHED_STATUSES, Benchmark, Job, JobStatus, Worker
 from db.operations import WORKER_OFFLINE_AFTER, database_now
+from jobs.features import uses_feature_cache
 from jobs.spec import JobSpec, plan_trials
 from worker.celery_app import PREDICT_QUEUE
 
@@ -88,10 +89,6 @@ def training_rate(paces: list[Pace], trials: int) -> float:
         if slope >= 0 and intercept >= 0:
             return intercept + slope * trials
     return statistics.median(rate / count for rate, count in zip(rates, counts)) * trials
-
-
-def _cached_features(spec: JobSpec) -> bool:
-    return spec.feature_cache and spec.fine_tune_layers == 0 and not spec.augment
 
 
 def _features_key(job: Job, spec: JobSpec) -> tuple:
@@ -167,7 +164,7 @@ def _history(session: Session) -> History:
     # What the cache holds now, as far as the jobs that filled it tell (one host's cache: the default).
     specs = [(job, spec) for job in recent if (spec := _spec(job)) is not None]
     history = History(paces, {(job.benchmark.dataset_id, spec.image_size) for job, spec in specs},
-                      {_features_key(job, spec) for job, spec in specs if _cached_features(spec)})
+                      {_features_key(job, spec) for job, spec in specs if uses_feature_cache(spec)})
     _last_history[:] = [marker, history]
     return history
 
@@ -201,7 +198,7 @@ class Estimator:
         """Whether the job will compute its base's features: it trains on them, and neither an earlier job nor
         one before it in its benchmark left them in the cache."""
         key = _features_key(job, spec)
-        return (_cached_features(spec) and key not in self.featured
+        return (uses_feature_cache(spec) and key not in self.featured
                 and not _before_it_in_its_benchmark(job, lambda other, other_spec: _features_key(other, other_spec) == key))
 
     def job(self, job: Job) -> Estimate:
@@ -211,7 +208,7 @@ class Estimator:
         spec, device = _spec(job), self._device(job)
         if spec is None or device is None:
             return Estimate(None, f"unknown: no online worker of pool {job.pool!r} to run it on")
-        kind = Kind(job.backbone, spec.image_size, device, _cached_features(spec))
+        kind = Kind(job.backbone, spec.image_size, device, uses_feature_cache(spec))
         paces = self.paces.get(kind)
         if not paces:
             return Estimate(None, f"unknown: no earlier job of {kind.words()}")

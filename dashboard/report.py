@@ -11,7 +11,6 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from db import operations as ops
@@ -19,6 +18,8 @@ from db.models import Benchmark
 from dashboard.gallery import ImageUnavailable, dataset_image_path, jpeg_thumbnail, trial_predictions
 from dashboard.presenters import benchmark_json, dataset_json, epoch_series_json, trials_json
 from jobs.datasets import ImageFile
+from jobs.environment import installed_version
+from jobs.wording import accuracy_interval_text, percent, rank_key, standing_text
 
 # The most confident mistakes of each backbone, embedded as small JPEGs.
 ERRORS_PER_BACKBONE = 20
@@ -44,13 +45,8 @@ class Report:
 
     @property
     def jobs(self) -> list[dict]:
-        """The jobs, leader first, then by mean test accuracy (or best validation accuracy), unfinished last."""
-        def score(job: dict) -> float:
-            summary = job["summary"] or {}
-            test = summary.get("test") or {}
-            return test.get("accuracy_mean", summary.get("best_val_accuracy")) or -1.0
-
-        return sorted(self.benchmark["jobs"], key=score, reverse=True)
+        """The jobs in the comparison's order: the leader first, then by accuracy, jobs without a result last."""
+        return sorted(self.benchmark["jobs"], key=lambda job: rank_key(job, self.benchmark))
 
 
 def gather(session, settings, benchmark_id: int) -> Report:
@@ -71,18 +67,11 @@ def gather(session, settings, benchmark_id: int) -> Report:
                 for job in benchmark.jobs},
         predictions=predictions,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        version=_version(),
+        version=installed_version("tlbench"),
     )
     report.errors = {job_id: _embedded_errors(Path(dataset.root), list(dataset.manifest), shown)
                      for job_id, shown in predictions.items()}
     return report
-
-
-def _version() -> str | None:
-    try:
-        return metadata.version("tlbench")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _embedded_errors(root: Path, manifest: list, predictions: list[dict]) -> list[dict]:
@@ -132,32 +121,6 @@ def csv_text(report: Report) -> str:
     return buffer.getvalue()
 
 
-def percent(value: float | None) -> str:
-    """A fraction as a percentage with one decimal, or a dash."""
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def accuracy_cell(job: dict) -> str:
-    """Mean test accuracy with its interval, or the best validation accuracy for a job without a test set."""
-    summary = job["summary"] or {}
-    test = summary.get("test")
-    if test:
-        return f"{percent(test['accuracy_mean'])} [{100 * test['ci_low']:.1f}, {100 * test['ci_high']:.1f}]"
-    return f"{percent(summary.get('best_val_accuracy'))} (validation)" if summary else "–"
-
-
-def standing(job: dict, benchmark: dict) -> str:
-    """The job against the leader: leader, tied (p), worse (p), or nothing before it has a test result."""
-    comparison = benchmark.get("comparison") or {}
-    if comparison.get("leader_job_id") == job["id"]:
-        return "leader"
-    test = comparison.get("tests", {}).get(str(job["id"]))
-    if test is None:
-        return "–"
-    verdict = "tied with the leader" if job["id"] in comparison["tied_with_leader"] else "worse"
-    return f"{verdict} (p = {test['p_value']:.2f})"
-
-
 def _number(value: float | None, template: str, scale: float = 1.0) -> str:
     """A measured value in its unit, or a dash before it is measured."""
     return "–" if value is None else template.format(value / scale)
@@ -169,11 +132,11 @@ def leaderboard(report: Report) -> list[dict]:
     rows = []
     for job in report.jobs:
         summary = job["summary"] or {}
-        rate = summary.get("chosen_learning_rate")
+        verdict = standing_text(job, report.benchmark)
         rows.append({
-            "backbone": job["backbone"], "status": job["status"], "test": accuracy_cell(job),
-            "standing": standing(job, report.benchmark), "leader": standing(job, report.benchmark) == "leader",
-            "on_frontier": job["id"] in frontier, "learning_rate": "–" if rate is None else f"{rate:g}",
+            "backbone": job["backbone"], "status": job["status"], "test": accuracy_interval_text(job),
+            "standing": verdict or "–", "leader": verdict == "leader", "on_frontier": job["id"] in frontier,
+            "learning_rate": _number(summary.get("chosen_learning_rate"), "{:g}"),
             "repeats": str(summary.get("repeats", "–")), "best_val": percent(summary.get("best_val_accuracy")),
             "latency": _number(summary.get("latency_ms_per_image"), "{:.2f} ms"),
             "parameters": _number(summary.get("params_total"), "{:.1f} M", 1e6),

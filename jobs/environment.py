@@ -30,12 +30,12 @@ def reproducibility_record(spec: JobSpec, trials: list[Trial], dataset_sha256: s
 
     backend = keras.backend.backend()
     return {
-        "tlbench": _installed_version("tlbench"),
+        "tlbench": installed_version("tlbench"),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "keras": keras.__version__,
         "keras_backend": backend,
-        "backend_version": _installed_version(BACKEND_PACKAGES.get(backend, backend)),
+        "backend_version": installed_version(BACKEND_PACKAGES.get(backend, backend)),
         "numpy": np.__version__,
         "device": device(backend),
         "host": socket.gethostname(),
@@ -46,7 +46,7 @@ def reproducibility_record(spec: JobSpec, trials: list[Trial], dataset_sha256: s
     }
 
 
-def _installed_version(package: str) -> str | None:
+def installed_version(package: str) -> str | None:
     """The installed distribution's version, or None when it is not installed."""
     try:
         return metadata.version(package)

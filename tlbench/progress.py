@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
+from jobs.wording import accuracy_interval_text, learning_rate_text, percent, rank_key, standing_text
 from tlbench.client import ApiClient
 
 POLL_SECONDS = 2.0
@@ -67,75 +68,19 @@ COMPARISON_COLUMNS = ("backbone", "status", "test accuracy (95 % CI)", "vs leade
                       "best val acc", "latency", "error")
 
 
-def _percent(fraction: float | None) -> str:
-    """0.83 -> "83.0 %", None -> "–"."""
-    return "–" if fraction is None else f"{100 * fraction:.1f} %"
-
-
-def accuracy_interval_text(job: dict) -> str:
-    """Mean test accuracy and its interval, "83.0 % [78.1, 87.9]"; "no test set" for jobs made before test
-    sets (their summary has no "test"), "–" while there is no summary."""
-    summary = job.get("summary")
-    if not summary:
-        return "–"
-    test = summary.get("test")
-    if not test:
-        return "no test set"
-    low, high = test.get("ci_low"), test.get("ci_high")
-    interval = f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None and high is not None else ""
-    return _percent(test.get("accuracy_mean")) + interval
-
-
-def standing_text(job: dict, benchmark: dict) -> str:
-    """"leader", "tied (p = 0.41)", "worse (p = 0.003)", or "" when the job was not compared."""
-    leader, comparison = benchmark.get("leader"), benchmark.get("comparison") or {}
-    if leader and leader.get("job_id") == job["id"]:
-        return "leader"
-    test = (comparison.get("tests") or {}).get(str(job["id"]))
-    if not test:
-        return ""
-    word = "tied" if job["id"] in comparison.get("tied_with_leader", []) else "worse"
-    p = test["p_value"]
-    return f"{word} (p < 0.001)" if p < 0.001 else f"{word} (p = {p:.3f})" if p < 0.01 else f"{word} (p = {p:.2f})"
-
-
-def _configured_rates(benchmark: dict) -> list[float]:
-    """The learning rates the benchmark asked for, as a list."""
-    rate = (benchmark.get("config") or {}).get("learning_rate")
-    return [] if rate is None else list(rate) if isinstance(rate, list) else [rate]
-
-
-def learning_rate_text(job: dict, benchmark: dict) -> str:
-    """The rate the job chose, "0.001 of 2" when it chose among several; its only rate when there was one."""
-    summary = job.get("summary") or {}
-    rates = summary.get("learning_rates") or _configured_rates(benchmark)
-    chosen = summary.get("chosen_learning_rate", rates[0] if len(rates) == 1 else None)
-    text = "–" if chosen is None else f"{chosen:g}"
-    return f"{text} of {len(rates)}" if len(rates) > 1 else text
-
-
 def comparison_row(job: dict, benchmark: dict) -> tuple[str, ...]:
     """One backbone's line of the comparison."""
     summary = job.get("summary") or {}
     repeats = summary.get("repeats", (benchmark.get("config") or {}).get("repeats", 1))
     latency = summary.get("latency_ms_per_image")
     return (job["backbone"], job["status"], accuracy_interval_text(job), standing_text(job, benchmark),
-            learning_rate_text(job, benchmark), str(repeats), _percent(summary.get("best_val_accuracy")),
+            learning_rate_text(job, benchmark), str(repeats), percent(summary.get("best_val_accuracy")),
             "–" if latency is None else f"{latency:.2f} ms", (job.get("error") or "")[:60])
-
-
-def _rank(job: dict, benchmark: dict) -> tuple:
-    """Sort key: the leader first, then by mean test accuracy (best validation accuracy for jobs without a
-    test), then jobs without a result."""
-    summary = job.get("summary") or {}
-    leader = benchmark.get("leader") or {}
-    score = (summary.get("test") or {}).get("accuracy_mean", summary.get("best_val_accuracy"))
-    return (job["id"] != leader.get("job_id"), score is None, -(score or 0))
 
 
 def comparison_table(benchmark: dict) -> str:
     """The comparison as aligned text columns, leader first, then the comparison's sentence."""
-    jobs = sorted(benchmark["jobs"], key=lambda job: _rank(job, benchmark))
+    jobs = sorted(benchmark["jobs"], key=lambda job: rank_key(job, benchmark))
     lines = aligned([COMPARISON_COLUMNS] + [comparison_row(job, benchmark) for job in jobs])
     sentence = (benchmark.get("comparison") or {}).get("sentence")
     leader = benchmark.get("leader") or {}
