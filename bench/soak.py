@@ -32,7 +32,7 @@ from bench import data
 from bench.helpers import running_stack, wait_until
 from bench.run import RESULTS, machine, output_to, say
 from bench.through_api import FINISHED, BenchStack, benchmark_request
-from worker.celery_app import TRAIN_QUEUE
+from worker.queues import TRAIN_QUEUE
 
 DEFAULT_BACKBONES = "VGG16,VGG19,MobileNet,MobileNetV2,ResNet50"
 IMAGES_PER_CLASS = 16

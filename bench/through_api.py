@@ -9,7 +9,7 @@ import requests
 from bench import recipe
 from bench.helpers import wait_until
 from tlbench.client import ApiClient
-from worker.celery_app import TRAIN_QUEUE
+from worker.queues import TRAIN_QUEUE
 
 POLL_SECONDS = 0.25
 # Polling a job this often measures its start to within a few hundredths of a second.

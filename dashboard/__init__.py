@@ -7,9 +7,10 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from dashboard.hosts import ALLOWED_HOSTS_ENV, configure_hosts
+from db.migrate import upgrade
 from db.session import Database
 from db.settings import Settings, ensure_folders, load_settings
-from worker.celery_app import make_celery
+from worker.queues import make_celery
 
 # What `tlbench up` serves through gunicorn: never debug mode (not even with FLASK_DEBUG set), and an
 # unhandled error becomes a plain 500 answer rather than propagating with its traceback.
@@ -32,11 +33,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config)
 
     ensure_folders(settings)
+    upgrade(settings.database_url)  # creates the schema on an empty database; harmless when it is current
     database = Database(settings.database_url)
-    database.create_tables()
     app.extensions["tlbench.settings"] = settings
     app.extensions["tlbench.database"] = database
-    app.extensions["tlbench.celery"] = make_celery(settings)
+    app.extensions["tlbench.celery"] = make_celery(settings.redis_url)
 
     from dashboard import api, auth, pages
 

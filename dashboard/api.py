@@ -50,7 +50,7 @@ from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from jobs.datasets import ImageFile
 from jobs.splits import split_indices, split_problem
-from worker.celery_app import enqueue_training
+from worker.queues import enqueue_training
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 # `<id:...>` in the routes below: row ids bounded as the database stores them (larger ones are not found).

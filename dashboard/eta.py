@@ -24,7 +24,7 @@ from db.models import FINISHED_STATUSES, Benchmark, Job, JobStatus, Worker
 from db.operations import WORKER_OFFLINE_AFTER, database_now
 from jobs.features import uses_feature_cache
 from jobs.spec import JobSpec, plan_trials
-from worker.celery_app import PREDICT_QUEUE
+from worker.queues import PREDICT_QUEUE
 
 # The most recent succeeded jobs looked at for a pace, and for what the cache holds.
 HISTORY_JOBS = 200

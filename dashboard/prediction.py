@@ -17,7 +17,7 @@ from werkzeug.datastructures import FileStorage
 from db import operations as ops
 from db.session import Database
 from db.settings import Settings
-from worker.celery_app import PREDICT_QUEUE, PREDICT_TASK
+from worker.queues import PREDICT_QUEUE, PREDICT_TASK
 
 # A warm worker answers in milliseconds; its first prediction loads TensorFlow and the models (~10 s here).
 PREDICT_TIMEOUT_SECONDS = 30

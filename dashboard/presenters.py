@@ -12,7 +12,7 @@ from db.models import DEFAULT_POOL, EPOCH_METRICS, Benchmark, Dataset, Epoch, Jo
 from db.operations import worker_status
 from jobs.spec import JobSpec, plan_trials
 from jobs.stats import compare_to_leader, tie_sentence, unpack_correct
-from worker.celery_app import PREDICT_QUEUE
+from worker.queues import PREDICT_QUEUE
 
 
 def iso(moment: datetime | None) -> str | None:

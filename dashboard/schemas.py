@@ -9,7 +9,7 @@ from dashboard.converters import LARGEST_ROW_ID
 from dashboard.weights import WEIGHTS_REFUSED, resolve_weights
 from db.models import DEFAULT_POOL
 from jobs.backbones import BACKBONES, SEED_BACKBONES, get_backbone
-from worker.celery_app import POOL_NAME, pool_name_problem
+from worker.queues import POOL_NAME, pool_name_problem
 
 SPECIAL_WEIGHTS = ("imagenet", "none")
 

@@ -73,12 +73,6 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
 
-    def create_tables(self) -> None:
-        """Bring the schema to the newest migration (creating it on an empty database); harmless when it is."""
-        from db.migrate import upgrade
-
-        upgrade(self.url)
-
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One short transaction: commit on success, roll back on any error.

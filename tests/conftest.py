@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from db.migrate import upgrade
 from db.session import Database
 from db.settings import load_settings
 from dbutil import BACKENDS, connect_postgres, empty_database_url, postgres_server_url
@@ -87,8 +88,8 @@ def database_url(request, tmp_path) -> str:
 @pytest.fixture
 def database(database_url):
     """A Database at the newest schema, on each backend."""
+    upgrade(database_url)
     database = Database(database_url)
-    database.create_tables()
     yield database
     database.dispose()
 

@@ -17,7 +17,7 @@ from db.models import Benchmark, Epoch, Job, JobStatus
 from db.session import Database
 from test_api import queued_job_ids
 from worker import recovery
-from worker.celery_app import TRAIN_QUEUE, make_celery
+from worker.queues import TRAIN_QUEUE, make_celery
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -67,7 +67,7 @@ def test_a_submit_answers_201_and_sends_every_job(client, app, redis_client):
 
 
 def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_interval(database, settings, redis_client):
-    celery = make_celery(settings)
+    celery = make_celery(settings.redis_url)
     redis_client.set(recovery.BROKER_MARKER, "1")  # the broker kept its data: only the lost message is missing
     with database.transaction() as session:
         benchmark = ops.create_benchmark(session, name="b", dataset_id=add_dataset(database), config={},

@@ -19,7 +19,7 @@ from db.models import Job, JobStatus
 from db.session import Database
 from imagegen import CLASS_COLOURS, coloured_image, png_bytes
 from stackutil import wait_until
-from worker.celery_app import PREDICT_QUEUE, make_celery
+from worker.queues import PREDICT_QUEUE, make_celery
 
 ROOT = Path(__file__).resolve().parents[1]
 # What tells a leaked connection string: a user name that appears nowhere else.
@@ -89,7 +89,7 @@ def worker_that_answers_but_never_predicts(app, client, settings):
         wait_until(lambda: [worker for worker in client.get("/api/v1/workers").json["workers"]
                             if worker["name"] == "predict9@silent" and worker["status"] == "online"], 90,
                    "the silent worker to register")
-        celery = make_celery(settings)
+        celery = make_celery(settings.redis_url)
         wait_until(lambda: celery.control.ping(destination=["predict9@silent"], timeout=0.5), 30,
                    "the silent worker to answer pings")
         yield process

@@ -12,13 +12,14 @@ import pytest
 from dashboard.dataset_registry import dataset_fields
 from db import operations as ops
 from db.models import Epoch, Job, JobStatus
+from db.migrate import upgrade
 from db.session import Database
 from db.settings import ensure_folders
 from imagegen import make_image_folder
 from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.datasets import scan_dataset
 from jobs.spec import JobSpec
-from worker.celery_app import make_celery
+from worker.queues import make_celery
 from worker.runner import DatabaseReporter, HelperReporter, run_job_by_id
 
 WORKER = "cpu1@test"
@@ -45,8 +46,8 @@ class DyingReporter(DatabaseReporter):
 def database(settings):
     """The home's own SQLite database, as `tlbench up` makes it."""
     ensure_folders(settings)
+    upgrade(settings.database_url)
     database = Database(settings.database_url)
-    database.create_tables()
     yield database
     database.dispose()
 
@@ -54,7 +55,7 @@ def database(settings):
 @pytest.fixture
 def celery(settings):
     """A Celery client of the test Redis (the runner sends a job of a dead process back through it)."""
-    app = make_celery(settings)
+    app = make_celery(settings.redis_url)
     yield app
     app.close()
 

@@ -24,7 +24,7 @@ from dbutil import BACKENDS
 from imagegen import make_image_folder
 from stackutil import running_stack, wait_until
 from worker import recovery
-from worker.celery_app import make_celery
+from worker.queues import make_celery
 from worker.devices import Gpu
 from worker.launch import worker_processes
 from worker.names import LOCK_DIR_ENV, NameLocks, WorkerRefused
@@ -280,7 +280,7 @@ def test_a_second_tlbench_worker_for_a_gpu_that_has_one_is_refused(tmp_path, red
 # Recovery sends each job back to its own pool
 
 def test_recovery_sends_each_job_back_to_its_own_pool(database, settings, redis_client):
-    celery = make_celery(settings)
+    celery = make_celery(settings.redis_url)
     with database.transaction() as session:
         dataset = ops.add_dataset(session, name="d", root="/nowhere", classes=["a", "b"], counts={"a": 1, "b": 1},
                                   skipped=[], sha256="0" * 64, manifest=[])

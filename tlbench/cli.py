@@ -171,7 +171,7 @@ def run_worker(args) -> int:
 
 def _worker_pools(args) -> list[str]:
     """The pools of --pool/--pools, checked; and --workers, which must not be negative."""
-    from worker.celery_app import parse_pools
+    from worker.queues import parse_pools
 
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, not {args.workers}")

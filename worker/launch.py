@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from db.settings import load_settings
-from worker.celery_app import PREDICT_QUEUE, TRAIN_QUEUE
+from worker.queues import PREDICT_QUEUE, TRAIN_QUEUE
 from worker.devices import Gpu, detect_gpus
 from worker.names import HeldName, NameLocks, WorkerRefused
 

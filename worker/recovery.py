@@ -24,6 +24,7 @@ from celery import Celery
 from db import operations as ops
 from db.session import Database
 from db.settings import DEFAULT_QUEUED_RESEND_AFTER_SECONDS
+from worker.queues import enqueue_training
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ BROKER_MARKER = "tlbench:broker-keeps-messages"
 
 def send_again(app: Celery, jobs: list[ops.QueuedJob], why: str) -> None:
     """Enqueue each job again on its own pool's queue, with one log line for all of them."""
-    from worker.celery_app import enqueue_training  # celery_app imports this package's registry
-
     if jobs:
         log.warning("%s; sending job%s %s to the queue again", why, "s" if len(jobs) > 1 else "",
                     ", ".join(f"{job.id} (pool {job.pool})" for job in jobs))

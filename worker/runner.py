@@ -28,7 +28,7 @@ from db.session import Database
 from db.settings import DEFAULT_JOB_LOST_AFTER_SECONDS, Settings, load_settings
 from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
-from worker.celery_app import enqueue_trial_helpers
+from worker.queues import enqueue_trial_helpers
 from worker.recovery import send_again
 
 log = logging.getLogger(__name__)

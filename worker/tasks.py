@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from db.settings import load_settings
-from worker.celery_app import PREDICT_TASK, TRAIN_TASK, TRIALS_TASK, celery_app
+from worker.celery_app import celery_app
+from worker.queues import PREDICT_TASK, TRAIN_TASK, TRIALS_TASK
 from worker.runner import help_with_trials, run_job_by_id
 
 
