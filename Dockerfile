@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY config ./config
 COPY db ./db
 COPY jobs ./jobs
 COPY worker ./worker

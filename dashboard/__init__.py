@@ -6,10 +6,10 @@ import os
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from config.settings import TOKEN_ENV, Settings, ensure_folders, load_settings
 from dashboard.hosts import ALLOWED_HOSTS_ENV, configure_hosts
 from db.migrate import upgrade
 from db.session import Database
-from db.settings import Settings, ensure_folders, load_settings
 from worker.queues import make_celery
 
 # What `tlbench up` serves through gunicorn: never debug mode (not even with FLASK_DEBUG set), and an
@@ -27,7 +27,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     config = dict(config or {})
     settings: Settings = config.pop("TLBENCH_SETTINGS", None) or load_settings()
-    token = config.pop("TLBENCH_TOKEN", os.environ.get("TLBENCH_TOKEN"))
+    token = config.pop(TOKEN_ENV, os.environ.get(TOKEN_ENV))
     allowed_hosts = config.pop(ALLOWED_HOSTS_ENV, os.environ.get(ALLOWED_HOSTS_ENV))
     app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes, JSON_SORT_KEYS=False)
     app.config.update(config)

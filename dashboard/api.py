@@ -326,7 +326,7 @@ def list_benchmarks():
         benchmarks = ops.list_benchmarks(session)
         job_ids = [job.id for b in benchmarks for job in b.jobs]
         done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids)
-        estimator = Estimator(session)
+        estimator = Estimator(session, settings().liveness.worker_offline_after)
         return jsonify(benchmarks=[benchmark_json(b, done, trials, estimator=estimator) for b in benchmarks])
 
 
@@ -339,7 +339,7 @@ def get_benchmark(benchmark_id: int):
         benchmark = ops.get_existing(session, Benchmark, benchmark_id)
         job_ids = [job.id for job in benchmark.jobs]
         done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids, with_correctness=True)
-        return jsonify(benchmark_json(benchmark, done, trials, detail=True, estimator=Estimator(session)))
+        return jsonify(benchmark_json(benchmark, done, trials, detail=True, estimator=Estimator(session, settings().liveness.worker_offline_after)))
 
 
 @api.get("/benchmarks/<id:benchmark_id>/epochs")
@@ -404,7 +404,7 @@ def predict_benchmark(benchmark_id: int):
     except ImageRejected as refusal:
         raise BadRequest(str(refusal), "file") from None
     try:
-        require_prediction_worker(celery(), database())
+        require_prediction_worker(celery(), database(), settings().liveness.worker_offline_after)
         timeout = current_app.config.get("TLBENCH_PREDICT_TIMEOUT", PREDICT_TIMEOUT_SECONDS)
         return jsonify(predictions=run_prediction(celery(), image_path, jobs, timeout))
     except PredictionUnavailable as unavailable:
@@ -434,7 +434,7 @@ def get_job(job_id: int):
     with database().transaction() as session:
         job = ops.get_existing(session, Job, job_id)
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True,
-                                trials=ops.job_trials(session, [job_id])[job_id], eta=Estimator(session).job(job)))
+                                trials=ops.job_trials(session, [job_id])[job_id], eta=Estimator(session, settings().liveness.worker_offline_after).job(job)))
 
 
 @api.post("/jobs/<id:job_id>/cancel")
@@ -467,7 +467,7 @@ def retry_job(job_id: int):
 def list_workers():
     """List the workers: name, host, device, pools, status, current job, metrics, last heartbeat."""
     with database().transaction() as session:
-        return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session)])
+        return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session, settings().liveness.worker_offline_after)])
 
 
 @api.get("/jobs/<id:job_id>/epochs")

@@ -29,9 +29,8 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from db.settings import Settings
+from config.settings import TOKEN_ENV, Settings
 
-TOKEN_ENV = "TLBENCH_TOKEN"
 SESSION_SECRET_FILE = "session_secret"
 SESSION_SECRET_BYTES = 32
 SESSION_FLAG = "authenticated"
@@ -51,7 +50,7 @@ auth = Blueprint("auth", __name__)
 def configure_auth(app: Flask, token: str | None, settings: Settings) -> None:
     """Turn on login, bearer tokens and CSRF checks when a token is set; otherwise only register the routes."""
     token = configured_token(token)
-    app.config["TLBENCH_TOKEN"] = token
+    app.config[TOKEN_ENV] = token
     # The check runs in require_credentials, only for requests that ride on the session cookie.
     # Pages stay open for hours while they poll, so a token lives as long as its session.
     app.config.update(WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None)
@@ -103,7 +102,7 @@ def configured_token(value: str | None) -> str | None:
 
 def login_required() -> bool:
     """Whether this app asks for the token."""
-    return bool(current_app.config.get("TLBENCH_TOKEN"))
+    return bool(current_app.config.get(TOKEN_ENV))
 
 
 @auth.app_context_processor
@@ -193,7 +192,7 @@ def _offered_credentials() -> tuple[str | None, str | None]:
 
 def _is_the_token(offered: str) -> bool:
     """Compare in constant time, so the answer's timing says nothing about the token."""
-    return hmac.compare_digest(offered.encode(), current_app.config["TLBENCH_TOKEN"].encode())
+    return hmac.compare_digest(offered.encode(), current_app.config[TOKEN_ENV].encode())
 
 
 def _unauthorized(problem: str):

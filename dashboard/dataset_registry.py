@@ -8,7 +8,7 @@ from pathlib import Path
 
 from werkzeug.datastructures import FileStorage
 
-from db.settings import Settings
+from config.settings import Settings
 from jobs.datasets import ScannedDataset, UnsafeArchive, extract_zip, scan_dataset
 
 # An archive may not expand to more than this many times the upload limit.

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import FINISHED_STATUSES, Benchmark, Job, JobStatus, Worker
-from db.operations import WORKER_OFFLINE_AFTER, database_now
+from db.operations import database_now
 from jobs.features import uses_feature_cache
 from jobs.spec import JobSpec, plan_trials
 from worker.queues import PREDICT_QUEUE
@@ -172,12 +172,13 @@ def _history(session: Session) -> History:
 class Estimator:
     """Estimates for the jobs and benchmarks of one read, sharing the history, the workers and the clock."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, offline_after: timedelta):
+        """`offline_after`: a worker silent this long counts for no estimate (Liveness.worker_offline_after)."""
         self.now: datetime = database_now(session)
         history = _history(session)
         self.paces, self.decoded, self.featured = history.paces, history.decoded, history.featured
         online = session.scalars(select(Worker).where(Worker.stopped_at.is_(None),
-                                                      Worker.heartbeat_at >= self.now - WORKER_OFFLINE_AFTER))
+                                                      Worker.heartbeat_at >= self.now - offline_after))
         self.training_workers = [worker for worker in online if PREDICT_QUEUE not in worker.queues]
         self.worker_devices = {worker.name: device_kind(worker.device) for worker in self.training_workers}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery
@@ -14,9 +15,9 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from PIL import Image, UnidentifiedImageError
 from werkzeug.datastructures import FileStorage
 
+from config.settings import Settings
 from db import operations as ops
 from db.session import Database
-from db.settings import Settings
 from worker.queues import PREDICT_QUEUE, PREDICT_TASK
 
 # A warm worker answers in milliseconds; its first prediction loads TensorFlow and the models (~10 s here).
@@ -88,19 +89,19 @@ def _too_many_pixels(filename: str) -> str:
             "send a smaller image (the models see a few hundred pixels a side)")
 
 
-def require_prediction_worker(celery: Celery, database: Database) -> None:
+def require_prediction_worker(celery: Celery, database: Database, offline_after: timedelta) -> None:
     """Return once a registered prediction worker answers a ping; raise PredictionUnavailable within about a second."""
-    names = online_prediction_workers(database)
+    names = online_prediction_workers(database, offline_after)
     if names and celery.control.ping(destination=names, timeout=PING_SECONDS, limit=1):
         return
     raise PredictionUnavailable("no prediction worker is running: start one with `tlbench worker` "
                                 "(or `tlbench up`), which serves the predict queue")
 
 
-def online_prediction_workers(database: Database) -> list[str]:
-    """Names of the workers on the predict queue whose heartbeat is recent."""
+def online_prediction_workers(database: Database, offline_after: timedelta) -> list[str]:
+    """Names of the workers on the predict queue that beat within `offline_after`."""
     with database.transaction() as session:
-        return [worker.name for worker, _ in ops.list_workers(session)
+        return [worker.name for worker, _ in ops.list_workers(session, offline_after)
                 if PREDICT_QUEUE in worker.queues and ops.worker_status(worker) == "online"]
 
 

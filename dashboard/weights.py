@@ -11,8 +11,8 @@ from pathlib import Path
 
 from werkzeug.datastructures import FileStorage
 
+from config.settings import Settings
 from dashboard.dataset_registry import under_data_roots
-from db.settings import Settings
 
 UPLOAD_PREFIX = "upload:"
 # Keras picks its loader by the name: ".weights.h5" is Keras 3's own format, any other ".h5" the legacy one.

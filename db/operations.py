@@ -35,8 +35,6 @@ from db.models import (
     Worker,
 )
 
-# A worker that has not beaten for this long is shown offline.
-WORKER_OFFLINE_AFTER = timedelta(seconds=30)
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
@@ -470,7 +468,7 @@ def worker_stopped(session: Session, name: str) -> None:
 
 
 def worker_status(worker: Worker) -> str:
-    """"stopped" after a clean shutdown, "offline" when silent for WORKER_OFFLINE_AFTER, else "online".
+    """"stopped" after a clean shutdown, "offline" when silent for the `offline_after` of list_workers, else "online".
 
     The worker must come from list_workers, which judges its silence on the database's clock.
     """
@@ -479,11 +477,12 @@ def worker_status(worker: Worker) -> str:
     return "online" if worker.online else "offline"
 
 
-def list_workers(session: Session) -> list[tuple[Worker, Job | None]]:
-    """Every known worker (whether it beat recently, judged on the database's clock) with the job it is running."""
+def list_workers(session: Session, offline_after: timedelta) -> list[tuple[Worker, Job | None]]:
+    """Every known worker (whether it beat within `offline_after`, judged on the database's clock) with the job it
+    is running."""
     running_jobs = select(Job).where(Job.status == JobStatus.RUNNING).options(selectinload(Job.benchmark))
     running = {job.worker: job for job in session.scalars(running_jobs)}
-    recently = database_now(session) - WORKER_OFFLINE_AFTER
+    recently = database_now(session) - offline_after
     # A worker helping with another worker's job trains one of its trials.
     helping = session.execute(select(Trial.worker, Job).join(Job, Job.id == Trial.job_id).where(
         Job.status == JobStatus.RUNNING, Trial.attempt == Job.attempt, Trial.finished.is_(None),

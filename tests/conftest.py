@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.settings import load_settings
 from db.migrate import upgrade
 from db.session import Database
-from db.settings import load_settings
 from dbutil import BACKENDS, connect_postgres, empty_database_url, postgres_server_url
 from stackutil import running_stack
 from tlbench.stack import wait_for_redis

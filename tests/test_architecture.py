@@ -5,7 +5,7 @@ import sys
 
 import grimp
 
-PRODUCT_PACKAGES = ("dashboard", "worker", "db", "jobs", "tlbench")
+PRODUCT_PACKAGES = ("dashboard", "worker", "db", "jobs", "tlbench", "config")
 # What a process that only serves HTTP and sends messages must not load: Celery's worker (its bootsteps
 # and consumer), the device probes of the worker heartbeat, and the ML frameworks.
 WORKER_OR_ML_MODULES = ("celery.worker", "celery.bootsteps", "celery.apps", "psutil", "pynvml",
@@ -25,7 +25,7 @@ def test_importing_the_api_loads_no_celery_worker_device_probe_or_keras():
 
 
 def test_a_started_web_app_loads_no_celery_worker_device_probe_or_keras(tmp_path):
-    code = ("from db.settings import load_settings; from dashboard import create_app\n"
+    code = ("from config.settings import load_settings; from dashboard import create_app\n"
             f"app = create_app({{'TLBENCH_SETTINGS': load_settings({{'TLBENCH_HOME': {str(tmp_path)!r}}})}})\n"
             "assert app.test_client().get('/api/v1/backbones').status_code == 200")
     assert heavy_modules_loaded_by(code) == []

@@ -9,9 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import time_machine
 
+from config.settings import Liveness
 from db import operations as ops
 from db.models import Benchmark, Epoch, Job, JobStatus
 from stackutil import wait_until
+
+OFFLINE_AFTER = Liveness().worker_offline_after
 
 
 @pytest.fixture
@@ -303,7 +306,7 @@ def test_a_skewed_host_neither_requeues_a_live_job_nor_keeps_a_dead_one(database
 
 def worker_statuses(database) -> list[str]:
     with database.transaction() as session:
-        return [ops.worker_status(worker) for worker, _ in ops.list_workers(session)]
+        return [ops.worker_status(worker) for worker, _ in ops.list_workers(session, OFFLINE_AFTER)]
 
 
 @pytest.mark.parametrize("offset", [-SKEW, SKEW], ids=["behind", "ahead"])
@@ -391,5 +394,5 @@ def test_heartbeats_keep_held_trials_and_a_helper_shows_the_job_it_trains(databa
     assert claim_trial(database, job_ids[0], attempt, 0, "w2") is False
     assert claim_trial(database, job_ids[0], attempt, 1, "w1") is False
     with database.transaction() as session:
-        assert {worker.name: job and job.id for worker, job in ops.list_workers(session)} == {
+        assert {worker.name: job and job.id for worker, job in ops.list_workers(session, OFFLINE_AFTER)} == {
             "w1": job_ids[0], "w2": job_ids[0]}

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from config.settings import Liveness
 from dashboard.eta import Estimator
 from db import operations as ops
 from db.models import Job, JobStatus
@@ -52,7 +53,7 @@ def cpu_workers(database, count: int) -> None:
 
 def estimates(database, job_ids: list[int]):
     with database.transaction() as session:
-        estimator = Estimator(session)
+        estimator = Estimator(session, Liveness().worker_offline_after)
         jobs = [session.get(Job, job_id) for job_id in job_ids]
         return [estimator.job(job) for job in jobs], estimator.benchmark(jobs[0].benchmark)
 

@@ -15,9 +15,9 @@ import pytest
 import redis
 import requests
 
+from config.settings import embedded_redis_socket, load_settings
 from db import operations as ops
 from db.session import Database
-from db.settings import embedded_redis_socket, load_settings
 from imagegen import make_image_folder
 from jobs.spec import JobSpec
 from stackutil import running_stack, wait_until

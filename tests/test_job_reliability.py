@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
+from config.settings import Liveness
 from dashboard import api, create_app
 from db import operations as ops
 from db.models import Benchmark, Epoch, Job, JobStatus
@@ -75,9 +76,9 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_interval(dat
         job_id = benchmark.jobs[0].id
         benchmark.jobs[0].sent_at = LONG_AGO  # its send failed long ago (the broker was down for a second)
     try:
-        assert recovery.recover_lost_jobs(celery, database, lost_after_seconds=60) == [job_id]
+        assert recovery.recover_lost_jobs(celery, database, Liveness()) == [job_id]
         assert queued_job_ids(redis_client, TRAIN_QUEUE) == [job_id]
-        assert recovery.recover_lost_jobs(celery, database, lost_after_seconds=60) == []  # not again so soon
+        assert recovery.recover_lost_jobs(celery, database, Liveness()) == []  # not again so soon
         assert queued_job_ids(redis_client, TRAIN_QUEUE) == [job_id]
     finally:
         celery.close()

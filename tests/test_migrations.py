@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from db import operations as ops
 from db.migrate import BASELINE, alembic_config, current_revision, head_revision, locked_connection, \
     schema_differences, upgrade
+from config.settings import load_settings
 from db.models import Base, Job
 from db.session import Database, make_engine
-from db.settings import load_settings
 from stackutil import wait_until
 from tlbench.stack import prepare_state
 

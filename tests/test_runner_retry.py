@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import ensure_folders
 from dashboard.dataset_registry import dataset_fields
 from db import operations as ops
 from db.models import Epoch, Job, JobStatus
 from db.migrate import upgrade
 from db.session import Database
-from db.settings import ensure_folders
 from imagegen import make_image_folder
 from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.datasets import scan_dataset

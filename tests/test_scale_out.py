@@ -18,6 +18,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from config.settings import Liveness, load_settings
 from db import operations as ops
 from db.models import Job, JobStatus
 from dbutil import BACKENDS
@@ -30,6 +31,8 @@ from worker.launch import worker_processes
 from worker.names import LOCK_DIR_ENV, NameLocks, WorkerRefused
 
 JOB_SECONDS = 300
+# Settings for building worker command lines only: nothing is created under this home.
+SETTINGS = load_settings({"TLBENCH_HOME": "/nonexistent/tlbench-home"})
 WORKER_START_SECONDS = 90
 # Two jobs of one benchmark, 32 px, random weights: a few seconds each once TensorFlow is loaded.
 SMALL_JOBS = {"epochs": 3, "patience": 3, "image_size": 32, "weights": "none", "batch_size": 8}
@@ -231,15 +234,15 @@ def test_a_gpu_that_has_a_worker_is_refused_and_all_takes_only_free_gpus(tmp_pat
     gpus = [Gpu("0", "Fake GPU", 2**30, "GPU-0a"), Gpu("1", "Fake GPU", 2**30, "GPU-1b")]
     held = locks.gpu(gpus[0])
     with pytest.raises(WorkerRefused, match=r"GPU 0 already has a tlbench worker on this host"):
-        worker_processes("0", names=locks, found=gpus)
-    specs = worker_processes("all", names=locks, found=gpus)
+        worker_processes(SETTINGS, "0", names=locks, found=gpus)
+    specs = worker_processes(SETTINGS, "all", names=locks, found=gpus)
     assert [spec.name.split("@")[0] for spec in specs] == ["gpu1", "predict1"]
     assert specs[0].env["CUDA_VISIBLE_DEVICES"] == "1"
     with pytest.raises(WorkerRefused, match="GPU 0 already has"):
-        worker_processes("all", names=locks, found=gpus)  # GPU 1 is taken by the specs above now
+        worker_processes(SETTINGS, "all", names=locks, found=gpus)  # GPU 1 is taken by the specs above now
     for fd in [held.fd, *(fd for spec in specs for fd in spec.pass_fds)]:
         os.close(fd)
-    assert [spec.name.split("@")[0] for spec in worker_processes("0,1", names=locks, found=gpus)] == \
+    assert [spec.name.split("@")[0] for spec in worker_processes(SETTINGS, "0,1", names=locks, found=gpus)] == \
         ["gpu0", "gpu1", "predict1"]
 
 
@@ -296,7 +299,7 @@ def test_recovery_sends_each_job_back_to_its_own_pool(database, settings, redis_
                 [(JobStatus.QUEUED, "big"), (JobStatus.QUEUED, "default")]
 
         redis_client.flushall()  # the broker forgot everything: each queued job goes back to its pool
-        assert len(recovery.recover_lost_jobs(celery, database, lost_after_seconds=3600)) == 2
+        assert len(recovery.recover_lost_jobs(celery, database, Liveness(job_lost_after_seconds=3600))) == 2
         assert (redis_client.llen("big"), redis_client.llen("default")) == (1, 1)
     finally:
         celery.close()

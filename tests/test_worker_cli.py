@@ -10,6 +10,7 @@ import sys
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from config.settings import Liveness, load_settings
 from db import operations as ops
 from db.session import Database
 from stackutil import wait_until
@@ -23,7 +24,7 @@ def registered_workers(database: Database) -> list[str]:
     """Names of the workers in the database, or none while its tables don't exist yet."""
     try:
         with database.transaction() as session:
-            return [worker.name for worker, _ in ops.list_workers(session)]
+            return [worker.name for worker, _ in ops.list_workers(session, Liveness().worker_offline_after)]
     except OperationalError:  # no table yet: nothing registered
         return []
 
@@ -50,6 +51,8 @@ def test_a_worker_started_on_an_empty_home_registers_itself_and_stops_quietly(tm
     assert "Traceback" not in said, said
 
 
+# Settings for building worker command lines only: nothing is created under this home.
+SETTINGS = load_settings({"TLBENCH_HOME": "/nonexistent/tlbench-home"})
 FAKE_GPUS = [Gpu("0", "Fake A", 80 * 2**30), Gpu("1", "Fake B", 80 * 2**30), Gpu("2", "Fake C", 40 * 2**30)]
 
 
@@ -76,7 +79,7 @@ def test_gpus_all_some_or_none():
 
 
 def test_one_pinned_worker_per_gpu_serving_the_default_pool_and_its_own(tmp_path):
-    specs = worker_processes("0,2", pools=["a100", "big"], names=NameLocks("sqlite:///x.db", root=tmp_path),
+    specs = worker_processes(SETTINGS, "0,2", pools=["a100", "big"], names=NameLocks("sqlite:///x.db", root=tmp_path),
                              found=FAKE_GPUS)
     try:
         gpu0, gpu2, predict = specs
@@ -96,7 +99,7 @@ def test_one_pinned_worker_per_gpu_serving_the_default_pool_and_its_own(tmp_path
 def test_cpu_workers_of_one_command_share_the_cores_for_tensorflow_threads(tmp_path, monkeypatch):
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         monkeypatch.delenv(name, raising=False)
-    specs = worker_processes("none", cpu_workers=2, names=NameLocks("sqlite:///y.db", root=tmp_path), found=[])
+    specs = worker_processes(SETTINGS, "none", cpu_workers=2, names=NameLocks("sqlite:///y.db", root=tmp_path), found=[])
     try:
         assert [spec.name.split("@")[0] for spec in specs] == ["cpu1", "cpu2", "predict1"]
         share = str(max(1, os.cpu_count() // 2))

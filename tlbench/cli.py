@@ -136,7 +136,7 @@ def _use_home(home: str | None) -> None:
 
 def run_up(args) -> int:
     """Run the whole stack in the foreground."""
-    from db.settings import load_settings
+    from config.settings import load_settings
     from tlbench.stack import check_exposure, run_stack
 
     check_exposure(args.host)  # before anything is created or started
@@ -148,7 +148,7 @@ def run_up(args) -> int:
 def run_worker(args) -> int:
     """Run this host's workers in the foreground, once the database and the broker answer."""
     from db.models import DEFAULT_POOL
-    from db.settings import load_settings
+    from config.settings import load_settings
     from tlbench.stack import prepare_state, wait_for_broker
     from tlbench.supervisor import Supervisor
     from worker.launch import worker_processes
@@ -161,7 +161,7 @@ def run_worker(args) -> int:
     # Without a broker they would register, then only retry it; better one line now than that.
     wait_for_broker(settings)
     supervisor = Supervisor()
-    specs = worker_processes(args.gpus, cpu_workers=args.workers, pools=pools)
+    specs = worker_processes(settings, args.gpus, cpu_workers=args.workers, pools=pools)
     for spec in specs:
         supervisor.start(spec)
     served = ", ".join(dict.fromkeys([DEFAULT_POOL, *pools]))
@@ -180,7 +180,7 @@ def _worker_pools(args) -> list[str]:
 
 def run_redis(args) -> int:
     """Run the embedded Redis server in the foreground, on this home's Unix socket."""
-    from db.settings import ensure_folders, load_settings
+    from config.settings import ensure_folders, load_settings
     from tlbench.stack import embedded_redis_process
     from tlbench.supervisor import Supervisor
 

@@ -14,10 +14,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from config.settings import TOKEN_ENV
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 CONNECT_TIMEOUT_SECONDS = 10
 TIMEOUT_SECONDS = 600
-TOKEN_ENV = "TLBENCH_TOKEN"
 # Tries after the first, waiting 0, 1, 2, 4 then 8 s: a server restarting, or one that closed a kept-alive
 # connection just as a request went out on it, is given about 15 s.
 RETRIES = 5

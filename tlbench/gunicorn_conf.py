@@ -20,7 +20,7 @@ def on_starting(server) -> None:
     """In gunicorn's master, before any worker: stop with one line if the database can't be used; else
     migrate it and write the sample dataset, so the dashboard's sample button works however it started."""
     from db.session import DatabaseUnusable
-    from db.settings import load_settings
+    from config.settings import load_settings
     from tlbench.stack import prepare_web_state
 
     try:

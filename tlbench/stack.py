@@ -13,13 +13,13 @@ from kombu import Connection
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.url import maybe_sanitize_url
 
-from dashboard.auth import TOKEN_ENV, configured_token
+from config.settings import TOKEN_ENV, Settings, embedded_redis_socket, ensure_folders
+from dashboard.auth import configured_token
 from dashboard.hosts import ALLOWED_HOSTS_ENV, parse_allowed_hosts
 from dashboard.dataset_registry import dataset_fields
 from db import operations as ops
 from db.migrate import upgrade
 from db.session import Database
-from db.settings import Settings, embedded_redis_socket, ensure_folders
 from jobs.datasets import scan_dataset
 from jobs.sample import write_sample_dataset
 from tlbench.supervisor import Supervisor
@@ -189,7 +189,7 @@ def _run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str
             # is restarted empty; the workers reconnect and send the queued jobs again (worker/recovery.py).
             supervisor.start(embedded_redis_process(settings))
             wait_for_redis(embedded_redis_socket(settings.home))
-        for spec in worker_processes(gpus, cpu_workers=workers, pools=pools):
+        for spec in worker_processes(settings, gpus, cpu_workers=workers, pools=pools):
             supervisor.start(spec)
         supervisor.start(web_process(host, port, web_workers), essential=True)
     except BaseException:

@@ -8,7 +8,7 @@ import sys
 
 from celery.signals import worker_process_init
 
-from db.settings import load_settings
+from config.settings import load_settings
 from worker.queues import make_celery
 from worker.registry import WorkerRegistry
 

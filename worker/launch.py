@@ -6,8 +6,9 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from db.settings import load_settings
+from config.settings import Settings
 from worker.queues import PREDICT_QUEUE, TRAIN_QUEUE
 from worker.devices import Gpu, detect_gpus
 from worker.names import HeldName, NameLocks, WorkerRefused
@@ -64,7 +65,8 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def celery_worker(held: HeldName, queues: list[str], device: Gpu | None, extra: Sequence[str] = ()) -> ProcessSpec:
+def celery_worker(held: HeldName, queues: list[str], device: Gpu | None, cache_root: Path,
+                  extra: Sequence[str] = ()) -> ProcessSpec:
     """One Celery worker process with one child, pinned to one GPU (or none), that registers itself.
 
     It inherits the lock of its name, so the name stays taken while it (or its child) lives.
@@ -82,24 +84,23 @@ def celery_worker(held: HeldName, queues: list[str], device: Gpu | None, extra: 
         "TLBENCH_DEVICE_MEMORY": str(device.memory_bytes if device else host_memory_bytes()),
         "TLBENCH_GPU_INDEX": device.index if device else "",
         "TLBENCH_QUEUES": ",".join(queues),
-        **compilation_cache_environment(),
+        **compilation_cache_environment(cache_root / "xla"),
     }
     return ProcessSpec(name=held.full, argv=argv, env=env, pass_fds=(held.fd,))
 
 
-def compilation_cache_environment() -> dict[str, str]:
-    """A persistent XLA compilation cache under the home, so the next job of a backbone skips compiling.
+def compilation_cache_environment(folder: Path) -> dict[str, str]:
+    """A persistent XLA compilation cache in `folder`, so the next job of a backbone skips compiling.
 
     JAX reads its variable at import; TensorFlow applies its flag to XLA-compiled functions.
     """
-    folder = load_settings().cache_root / "xla"
     flags = os.environ.get("TF_XLA_FLAGS", "")
     if "tf_xla_persistent_cache_directory" not in flags:
         flags = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
     return {"JAX_COMPILATION_CACHE_DIR": str(folder), "TF_XLA_FLAGS": flags}
 
 
-def training_worker(held: HeldName, device: Gpu | None, pools: Sequence[str] = (),
+def training_worker(held: HeldName, device: Gpu | None, cache_root: Path, pools: Sequence[str] = (),
                     cpu_workers: int = 1) -> ProcessSpec:
     """A training worker pinned to one GPU (a fresh process per job), or a CPU worker (a warm one).
 
@@ -108,8 +109,8 @@ def training_worker(held: HeldName, device: Gpu | None, pools: Sequence[str] = (
     """
     queues = list(dict.fromkeys([TRAIN_QUEUE, *pools]))
     if device:
-        return celery_worker(held, queues, device)
-    spec = celery_worker(held, queues, None, ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS),
+        return celery_worker(held, queues, device, cache_root)
+    spec = celery_worker(held, queues, None, cache_root, ["--max-tasks-per-child", str(CPU_JOBS_PER_PROCESS),
                                               "--max-memory-per-child", str(CPU_PROCESS_MEMORY_LIMIT_KIB)])
     spec.env.update(cpu_threads(cpu_workers))
     return spec
@@ -127,7 +128,7 @@ def cpu_threads(cpu_workers: int) -> dict[str, str]:
     return dict.fromkeys(THREAD_VARIABLES, threads)
 
 
-def worker_processes(gpus: str, cpu_workers: int = 1, pools: Sequence[str] = (),
+def worker_processes(settings: Settings, gpus: str, cpu_workers: int = 1, pools: Sequence[str] = (),
                      names: NameLocks | None = None, found: list[Gpu] | None = None) -> list[ProcessSpec]:
     """The training workers for this host (one per GPU, or CPU workers) and one prediction worker.
 
@@ -137,14 +138,14 @@ def worker_processes(gpus: str, cpu_workers: int = 1, pools: Sequence[str] = (),
     """
     # INVARIANT: worker names are unique among live workers (worker/runner.py and
     # requeue_jobs_held_by trust a job's `worker` to name one process); the locks below make it so.
-    names = names or NameLocks(load_settings().database_url)
+    names = names or NameLocks(settings.database_url)
     held: list[HeldName] = []
     try:
         devices = claim_devices(choose_devices(gpus, cpu_workers, found), names, held, skip_busy=gpus == "all")
-        training = [training_worker(name, device, pools, cpu_workers) for name, device in devices]
+        training = [training_worker(name, device, settings.cache_root, pools, cpu_workers) for name, device in devices]
         predict_name = names.next_free("predict")
         held.append(predict_name)
-        predict = celery_worker(predict_name, [PREDICT_QUEUE], None,
+        predict = celery_worker(predict_name, [PREDICT_QUEUE], None, settings.cache_root,
                                 ["--max-tasks-per-child", str(PREDICT_TASKS_PER_CHILD)])
     except BaseException:
         for name in held:

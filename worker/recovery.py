@@ -21,9 +21,9 @@ from datetime import timedelta
 
 from celery import Celery
 
+from config.settings import Liveness
 from db import operations as ops
 from db.session import Database
-from db.settings import DEFAULT_QUEUED_RESEND_AFTER_SECONDS
 from worker.queues import enqueue_training
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,10 @@ def requeue_held_jobs(app: Celery, database: Database, worker_name: str) -> list
     return [job.id for job in held]
 
 
-def recover_lost_jobs(app: Celery, database: Database, lost_after_seconds: float,
-                      resend_after_seconds: float = DEFAULT_QUEUED_RESEND_AFTER_SECONDS) -> list[int]:
-    """Re-queue silent running jobs; send again every queued job if the broker lost its messages, else
-    those nobody claimed within resend_after_seconds of their last send."""
+def recover_lost_jobs(app: Celery, database: Database, liveness: Liveness) -> list[int]:
+    """Re-queue running jobs silent for liveness.job_lost_after_seconds; send again every queued job if the broker
+    lost its messages, else those nobody claimed within liveness.queued_resend_after_seconds of their last send."""
+    lost_after_seconds, resend_after_seconds = liveness.job_lost_after_seconds, liveness.queued_resend_after_seconds
     broker_lost_messages = bool(app.backend.client.set(BROKER_MARKER, "1", nx=True))
     with database.transaction() as session:
         silent = ops.requeue_lost_jobs(session, timedelta(seconds=lost_after_seconds))

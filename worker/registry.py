@@ -15,15 +15,14 @@ import socket
 
 from celery import bootsteps
 
+from config.settings import load_settings
 from db import operations as ops
 from db.session import Database
-from db.settings import load_settings
 from worker import recovery
 from worker.devices import worker_metrics
 
 log = logging.getLogger(__name__)
 
-BEAT_SECONDS = 10.0
 # The first sample of the CPU is measured over this long (later ones cover the time since the last beat).
 FIRST_CPU_SAMPLE_SECONDS = 0.2
 
@@ -35,6 +34,7 @@ class WorkerRegistry(bootsteps.StartStopStep):
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
+        self.settings = load_settings()
         self.timer_entry = None
 
     def start(self, worker) -> None:
@@ -44,14 +44,12 @@ class WorkerRegistry(bootsteps.StartStopStep):
                     [queue for queue in os.environ.get("TLBENCH_QUEUES", "").split(",") if queue],
                     _metrics(FIRST_CPU_SAMPLE_SECONDS))
         self._guarded(recovery.requeue_held_jobs, worker.app, worker.hostname)
-        self.timer_entry = worker.timer.call_repeatedly(BEAT_SECONDS, self._beat, (worker,))
+        self.timer_entry = worker.timer.call_repeatedly(self.settings.liveness.worker_beat_seconds, self._beat, (worker,))
 
     def _beat(self, worker) -> None:
         """Say this worker is alive, and bring back jobs that others lost."""
         self._write(ops.worker_heartbeat, worker.hostname, _metrics())
-        settings = load_settings()
-        self._guarded(recovery.recover_lost_jobs, worker.app, settings.job_lost_after_seconds,
-                      settings.queued_resend_after_seconds)
+        self._guarded(recovery.recover_lost_jobs, worker.app, self.settings.liveness)
 
     def stop(self, worker) -> None:
         """Stop beating and record the clean shutdown."""
@@ -60,10 +58,9 @@ class WorkerRegistry(bootsteps.StartStopStep):
             self.timer_entry = None
         self._write(ops.worker_stopped, worker.hostname)
 
-    @staticmethod
-    def _guarded(recover, app, *arguments) -> None:
+    def _guarded(self, recover, app, *arguments) -> None:
         """Run one recovery step with a short-lived engine; log, never raise (the broker may be down)."""
-        database = Database(load_settings().database_url)
+        database = Database(self.settings.database_url)
         try:
             recover(app, database, *arguments)
         except Exception:
@@ -71,10 +68,9 @@ class WorkerRegistry(bootsteps.StartStopStep):
         finally:
             database.dispose()
 
-    @staticmethod
-    def _write(operation, *args) -> None:
+    def _write(self, operation, *args) -> None:
         """Run one database operation in its own short-lived engine; log, never raise."""
-        database = Database(load_settings().database_url)
+        database = Database(self.settings.database_url)
         try:
             with database.transaction() as session:
                 operation(session, *args)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from celery import Celery
 
+from config.settings import Liveness, Settings, load_settings
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
-from db.settings import DEFAULT_JOB_LOST_AFTER_SECONDS, Settings, load_settings
 from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
 from worker.queues import enqueue_trial_helpers
@@ -33,7 +33,6 @@ from worker.recovery import send_again
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10.0
 TRACEBACK_TAIL_CHARS = 8000
 
 
@@ -45,7 +44,7 @@ class DatabaseReporter:
     """
 
     def __init__(self, database: Database, job_id: int, attempt: int, worker: str | None = None,
-                 silent_after_seconds: float = DEFAULT_JOB_LOST_AFTER_SECONDS,
+                 silent_after_seconds: float = Liveness.job_lost_after_seconds,
                  offer: Callable[[int], None] | None = None):
         self.database, self.job_id, self.attempt = database, job_id, attempt
         self.worker, self.silent_after, self.offer = worker, timedelta(seconds=silent_after_seconds), offer
@@ -134,7 +133,7 @@ class HelperReporter(DatabaseReporter):
 
 
 @contextmanager
-def heartbeat_thread(reporter: DatabaseReporter, interval: float = HEARTBEAT_SECONDS):
+def heartbeat_thread(reporter: DatabaseReporter, interval: float):
     """Beat in the background while a long epoch runs, so the job never looks dead."""
     stopped = threading.Event()
 
@@ -181,12 +180,12 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
     """Train one claimed attempt (carrying on from the checkpoint only when `resumes`) and record how it ended."""
     with database.transaction() as session:
         pool = session.get(Job, job_id).pool
-    reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.job_lost_after_seconds,
+    reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds,
                                 offer=lambda count: enqueue_trial_helpers(app, job_id, attempt, pool, count))
     try:
         if not resumes:
             remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
-        with heartbeat_thread(reporter):
+        with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             summary = _train(database, settings, job_id, reporter)
     except AttemptSuperseded:
         log.warning("job %s: attempt %s was superseded by a newer one; it stopped", job_id, attempt)
@@ -252,14 +251,14 @@ def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Sett
 
     settings = settings or load_settings()
     database = Database(settings.database_url)
-    reporter = HelperReporter(database, job_id, attempt, worker_name, settings.job_lost_after_seconds)
+    reporter = HelperReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds)
     try:
         with database.transaction() as session:
             if not ops.has_trials_to_take(session, job_id, attempt):
                 log.info("job %s: attempt %s has no trial left to take; skipping", job_id, attempt)
                 return
         spec, scanned = _load_job(database, job_id)
-        with heartbeat_thread(reporter):
+        with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             run_trials(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
     except AttemptSuperseded:
         log.warning("job %s: attempt %s ended or was superseded; this worker stopped helping", job_id, attempt)

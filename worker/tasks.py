@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db.settings import load_settings
+from config.settings import load_settings
 from worker.celery_app import celery_app
 from worker.queues import PREDICT_TASK, TRAIN_TASK, TRIALS_TASK
 from worker.runner import help_with_trials, run_job_by_id

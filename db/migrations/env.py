@@ -11,10 +11,10 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import TypeDecorator
 
+from config.settings import load_settings
 from db.migrate import COMPARE_OPTIONS, locked_connection
 from db.models import Base
 from db.session import normalize_url
-from db.settings import load_settings
 
 
 def render_item(kind: str, item, _autogen_context):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from db.settings import load_settings
+from config.settings import load_settings
 from jobs.cache import cache_max_bytes, cached_array
 from jobs.images import load_uint8_images
 

@@ -4,19 +4,40 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 from jobs.cache import DEFAULT_CACHE_MAX_GB, cache_max_bytes
 
+# The shared secret that turns on login and bearer tokens (dashboard/auth.py); the CLI sends it.
+TOKEN_ENV = "TLBENCH_TOKEN"
 DEFAULT_HOME = "~/.tlbench"
 DEFAULT_MAX_UPLOAD_MB = 1024
-# A running job beats every 10 s; one silent for this long lost its process and is re-queued.
-DEFAULT_JOB_LOST_AFTER_SECONDS = 60
-# A queued job nobody claimed this long after its message was sent is sent again (the send may have failed).
-DEFAULT_QUEUED_RESEND_AFTER_SECONDS = 60
 # A Unix socket path must fit in 108 bytes; a deep home gets its socket in the temp folder.
 MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How often each process says it is alive, and how long a silence means it is gone (docs/reliability.md)."""
+
+    # A worker's beat (worker/registry.py), which also runs the recovery of lost jobs.
+    worker_beat_seconds: float = 10.0
+    # A running job's or trial's beat, from its training process (worker/runner.py).
+    job_beat_seconds: float = 10.0
+    # A worker silent this long is shown offline, and counts for no estimate or prediction.
+    worker_offline_after_seconds: float = 30.0
+    # A running job (or helper's trial) silent this long lost its process and is re-queued: TLBENCH_JOB_LOST_AFTER.
+    job_lost_after_seconds: float = 60.0
+    # A queued job nobody claimed this long after its message was sent is sent again (the send may have
+    # failed): TLBENCH_QUEUED_RESEND_AFTER.
+    queued_resend_after_seconds: float = 60.0
+
+    @property
+    def worker_offline_after(self) -> timedelta:
+        """worker_offline_after_seconds, for comparing with heartbeat times."""
+        return timedelta(seconds=self.worker_offline_after_seconds)
 
 
 @dataclass(frozen=True)
@@ -29,8 +50,7 @@ class Settings:
     embedded_redis: bool
     data_roots: tuple[Path, ...]
     max_upload_bytes: int
-    job_lost_after_seconds: float = DEFAULT_JOB_LOST_AFTER_SECONDS
-    queued_resend_after_seconds: float = DEFAULT_QUEUED_RESEND_AFTER_SECONDS
+    liveness: Liveness = Liveness()
     # Decoded images and features kept under cache/; least recently used ones go past this (jobs/cache.py).
     cache_max_bytes: int = DEFAULT_CACHE_MAX_GB * 2**30
 
@@ -67,12 +87,19 @@ def load_settings(environ: dict | None = None) -> Settings:
         embedded_redis=not redis_url,
         data_roots=_data_roots(env.get("TLBENCH_DATA_ROOTS", ""), home),
         max_upload_bytes=int(env.get("TLBENCH_MAX_UPLOAD_MB") or DEFAULT_MAX_UPLOAD_MB) * 2**20,
-        job_lost_after_seconds=float(env.get("TLBENCH_JOB_LOST_AFTER") or DEFAULT_JOB_LOST_AFTER_SECONDS),
-        queued_resend_after_seconds=float(env.get("TLBENCH_QUEUED_RESEND_AFTER")
-                                          or DEFAULT_QUEUED_RESEND_AFTER_SECONDS),
+        liveness=_liveness(env),
         # The workers read the same variable through jobs/ (which imports nothing of ours).
         cache_max_bytes=cache_max_bytes(env),
     )
+
+
+def _liveness(env) -> Liveness:
+    """The default timers, with the two that TLBENCH_JOB_LOST_AFTER and TLBENCH_QUEUED_RESEND_AFTER may change."""
+    default = Liveness()
+    return replace(default,
+                   job_lost_after_seconds=float(env.get("TLBENCH_JOB_LOST_AFTER") or default.job_lost_after_seconds),
+                   queued_resend_after_seconds=float(env.get("TLBENCH_QUEUED_RESEND_AFTER")
+                                                     or default.queued_resend_after_seconds))
 
 
 def embedded_redis_socket(home: Path) -> Path:
