@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.helpers import CLASS_COLOURS, coloured_image
+from testsupport.images import CLASS_COLOURS, coloured_image
 
 # The test helper's six colours and four more, all at least 60 apart in some channel (noise is ±30).
 COLOURS = {

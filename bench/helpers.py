@@ -1,11 +1,6 @@
-"""Plain functions of the tests (no pytest fixtures) that the benchmark reuses; tests/ is not a package."""
+"""Only for bench/gpu_check.py, which still imports make_image_folder from here; the benchmarks' other modules
+import testsupport directly. Delete this file once gpu_check.py does too."""
 
-import sys
-from pathlib import Path
+from testsupport.images import make_image_folder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from imagegen import CLASS_COLOURS, coloured_image, make_image_folder  # noqa: E402
-from stackutil import running_stack, wait_until  # noqa: E402
-
-__all__ = ["CLASS_COLOURS", "coloured_image", "make_image_folder", "running_stack", "wait_until"]
+__all__ = ["make_image_folder"]

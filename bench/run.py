@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import data, recipe, report
-from bench.helpers import running_stack
 from bench.through_api import BenchStack, benchmark_request
+from testsupport.stack import running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RERUN_LEARNING_RATE = 3e-4

@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import data
-from bench.helpers import running_stack, wait_until
 from bench.run import RESULTS, machine, output_to, say
 from bench.through_api import FINISHED, POLL_SECONDS, BenchStack
+from testsupport.stack import running_stack, wait_until
 
 SPEED_UP_TARGET = 1.7
 WORKERS_ONLINE_SECONDS = 120

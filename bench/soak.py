@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import data
-from bench.helpers import running_stack, wait_until
 from bench.run import RESULTS, machine, output_to, say
 from bench.through_api import FINISHED, BenchStack, benchmark_request
+from testsupport.stack import running_stack, wait_until
 from worker.queues import TRAIN_QUEUE
 
 DEFAULT_BACKBONES = "VGG16,VGG19,MobileNet,MobileNetV2,ResNet50"

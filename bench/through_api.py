@@ -7,7 +7,7 @@ from pathlib import Path
 import requests
 
 from bench import recipe
-from bench.helpers import wait_until
+from testsupport.stack import wait_until
 from tlbench.client import ApiClient
 from worker.queues import TRAIN_QUEUE
 

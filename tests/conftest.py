@@ -12,7 +12,7 @@ from config.settings import load_settings
 from db.migrate import upgrade
 from db.session import Database
 from dbutil import BACKENDS, connect_postgres, empty_database_url, postgres_server_url
-from stackutil import running_stack
+from testsupport.stack import running_stack
 from tlbench.stack import wait_for_redis
 
 

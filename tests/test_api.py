@@ -8,7 +8,7 @@ import json
 import pytest
 from openapi_spec_validator import validate
 
-from imagegen import make_image_folder
+from testsupport.images import make_image_folder
 from tlbench.client import zip_folder
 from worker.queues import TRAIN_QUEUE
 

@@ -18,8 +18,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from db.models import Benchmark, Dataset, Epoch, Job, JobStatus, Trial
-from imagegen import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
 from jobs.datasets import ImageFile
+from testsupport.images import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
 from worker.queues import PREDICT_QUEUE, TRAIN_QUEUE
 
 # What TLBENCH_MAX_UPLOAD_MB=1 gives; small, so that an oversized body is cheap to send.

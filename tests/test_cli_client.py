@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import tlbench.client
-from stackutil import free_port
+from testsupport.stack import free_port
 from tlbench.cli import build_parser, main
 from tlbench.progress import comparison_table
 from tlbench.client import ApiClient, ApiError

@@ -12,7 +12,7 @@ import time_machine
 from config.settings import Liveness
 from db import operations as ops
 from db.models import Benchmark, Epoch, Job, JobStatus
-from stackutil import wait_until
+from testsupport.stack import wait_until
 
 OFFLINE_AFTER = Liveness().worker_offline_after
 

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from dbutil import BACKENDS, empty_database_url
-from imagegen import make_image_folder
-from stackutil import free_port, healthy, running_stack, wait_until
+from testsupport.images import make_image_folder
+from testsupport.stack import free_port, healthy, running_stack, wait_until
 
 JOB_SECONDS = 300
 EXPECTED_ARTIFACTS = {"model.keras", "model.json", "model.weights.h5", "history.csv", "labels.json", "summary.json"}

@@ -18,9 +18,9 @@ import requests
 from config.settings import embedded_redis_socket, load_settings
 from db import operations as ops
 from db.session import Database
-from imagegen import make_image_folder
 from jobs.spec import JobSpec
-from stackutil import running_stack, wait_until
+from testsupport.images import make_image_folder
+from testsupport.stack import running_stack, wait_until
 from worker.recovery import BROKER_MARKER
 
 EPOCHS = 24

@@ -16,9 +16,9 @@ from jsonschema import Draft202012Validator
 
 from dashboard.converters import LARGEST_ROW_ID, RowIdConverter
 from dbutil import BACKENDS, empty_database_url
-from imagegen import make_image_folder
 from jobs.backbones import BACKBONES
-from stackutil import running_stack, wait_until
+from testsupport.images import make_image_folder
+from testsupport.stack import running_stack, wait_until
 from tlbench.client import zip_folder
 
 # Far beyond any database integer: it reached the database and came back as a 500.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from stackutil import running_stack
+from testsupport.stack import running_stack
 from tlbench.progress import POLL_SECONDS
 
 STATIC = Path(__file__).resolve().parents[1] / "dashboard" / "static"

@@ -25,7 +25,7 @@ from db.migrate import BASELINE, alembic_config, current_revision, head_revision
 from config.settings import load_settings
 from db.models import Base, Job
 from db.session import Database, make_engine
-from stackutil import wait_until
+from testsupport.stack import wait_until
 from tlbench.stack import prepare_state
 
 ROOT = Path(__file__).resolve().parents[1]

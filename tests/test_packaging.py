@@ -15,8 +15,8 @@ import requests
 import yaml
 from honcho.environ import parse_procfile
 
-from stackutil import free_port, healthy, wait_until
 from test_keepalive import slowest_poll_seconds
+from testsupport.stack import free_port, healthy, wait_until
 from tlbench.stack import web_process
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ import pytest
 from db import operations as ops
 from db.models import Job, JobStatus
 from db.session import Database
-from imagegen import CLASS_COLOURS, coloured_image, png_bytes
-from stackutil import wait_until
+from testsupport.images import CLASS_COLOURS, coloured_image, png_bytes
+from testsupport.stack import wait_until
 from worker.queues import PREDICT_QUEUE, make_celery
 
 ROOT = Path(__file__).resolve().parents[1]

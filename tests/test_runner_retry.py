@@ -15,10 +15,10 @@ from db import operations as ops
 from db.models import Epoch, Job, JobStatus
 from db.migrate import upgrade
 from db.session import Database
-from imagegen import make_image_folder
 from jobs.checkpoint import CHECKPOINT_FOLDER
 from jobs.datasets import scan_dataset
 from jobs.spec import JobSpec
+from testsupport.images import make_image_folder
 from worker.queues import make_celery
 from worker.runner import DatabaseReporter, HelperReporter, run_job_by_id
 

@@ -22,8 +22,8 @@ from config.settings import Liveness, load_settings
 from db import operations as ops
 from db.models import Job, JobStatus
 from dbutil import BACKENDS
-from imagegen import make_image_folder
-from stackutil import running_stack, wait_until
+from testsupport.images import make_image_folder
+from testsupport.stack import running_stack, wait_until
 from worker import recovery
 from worker.queues import make_celery
 from worker.devices import Gpu

@@ -7,8 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,12 +15,12 @@ import pytest
 
 import requests
 
-from imagegen import make_image_folder
-from stackutil import free_port, running_stack
+from testsupport.images import make_image_folder
+from testsupport.stack import free_port, running_stack
+from testsupport.webapp import TOKEN, serving
 from tlbench import cli
 from tlbench.stack import ACCESS_LOG_FORMAT, check_exposure, is_loopback, web_process
 
-TOKEN = "s3cret-token-for-tests-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ROOT = Path(__file__).resolve().parents[1]
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
@@ -313,21 +311,6 @@ class RecordingMiddleware:
         url = environ["PATH_INFO"] + "?" + environ.get("QUERY_STRING", "")
         self.seen.append({"authorization": environ.get("HTTP_AUTHORIZATION"), "url": url})
         return self.app(environ, start_response)
-
-
-@contextmanager
-def serving(app):
-    """Serve a WSGI app on a free local port in a thread; yields its URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def test_the_cli_sends_the_token_as_a_bearer_header(secure_app, settings, monkeypatch, capsys, tmp_path):

@@ -20,8 +20,8 @@ import pytest
 from db import operations as ops
 from db.models import Job, JobStatus
 from db.session import Database
-from imagegen import make_image_folder
-from stackutil import wait_until
+from testsupport.images import make_image_folder
+from testsupport.stack import wait_until
 
 WRITERS = 4
 EPOCHS = 200
@@ -75,8 +75,9 @@ def start_writer(settings, job_id: int, folder: Path) -> tuple[subprocess.Popen,
     """A writer process, its output (stdout and stderr) in a file."""
     log = folder / f"writer-{job_id}.log"
     code = "import sys, test_sqlite_concurrency as t; t.write_epochs(*sys.argv[1:])"
-    tests = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    tests = Path(__file__).resolve().parent  # this module, and the repository root above it for testsupport
+    search = [str(tests), str(tests.parent), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, search))}
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-c", code, settings.database_url, str(job_id),
                                     f"writer{job_id}@localhost", str(folder)],

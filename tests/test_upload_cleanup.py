@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from imagegen import make_image_folder
+from testsupport.images import make_image_folder
 from tlbench.client import zip_folder
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from config.settings import Liveness, load_settings
 from db import operations as ops
 from db.session import Database
-from stackutil import wait_until
+from testsupport.stack import wait_until
 from tlbench.cli import main
 from worker.devices import Gpu, gpus_from_nvidia_smi
 from worker.launch import choose_devices, worker_processes

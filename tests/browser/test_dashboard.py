@@ -12,8 +12,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from imagegen import CLASS_COLOURS, coloured_image
-from stackutil import wait_until
+from testsupport.images import CLASS_COLOURS, coloured_image
+from testsupport.stack import wait_until
 
 # Jobs here take seconds each on one CPU worker, but they queue behind one another.
 TRAINING_TIMEOUT_MS = 180_000

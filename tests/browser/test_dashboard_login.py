@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from test_security import TOKEN, serving
+from testsupport.webapp import TOKEN, serving
 
 
 @pytest.fixture

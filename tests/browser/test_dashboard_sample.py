@@ -9,7 +9,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from stackutil import running_stack
+from testsupport.stack import running_stack
 
 # The README's screenshot is refreshed only on request (TLBENCH_UPDATE_SCREENSHOTS=1): a test run should not
 # change tracked files. The sample benchmark takes a few minutes on 2 CPU cores.

@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 from db.models import Benchmark, Epoch, Job, JobStatus, Trial
 from db.session import Database
 from dbutil import BACKENDS, empty_database_url
-from stackutil import running_stack, wait_until
+from testsupport.stack import running_stack, wait_until
 
 # One CPU worker trains the job's four trials together; seconds, but the worker may still be warming up.
 TRAINING_TIMEOUT_MS = 180_000

@@ -15,8 +15,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from stackutil import wait_until
 from test_dashboard import TRAINING_TIMEOUT_MS, chart_data, finished, upload_dataset
+from testsupport.stack import wait_until
 
 BACKBONES = ["VGG16", "MobileNetV3Small"]
 RATES = [1e-3, 3e-4]

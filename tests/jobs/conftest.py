@@ -1,10 +1,10 @@
 """Fixtures for the jobs package: generated image folders and a recording reporter."""
 
 import pytest
-from imagegen import make_image_folder
 
 from jobs.datasets import scan_dataset
 from jobs.training import TrainsAlone
+from testsupport.images import make_image_folder
 
 
 class RecordingReporter(TrainsAlone):

@@ -2,9 +2,9 @@ import stat
 import zipfile
 
 import pytest
-from imagegen import ODD_FORMAT_FILES, SKIPPED_EXTRAS, class_names, make_image_folder
 
 from jobs.datasets import UnsafeArchive, extract_zip, scan_dataset
+from testsupport.images import ODD_FORMAT_FILES, SKIPPED_EXTRAS, class_names, make_image_folder
 
 LIMIT = 10_000_000
 

@@ -3,11 +3,11 @@ import threading
 
 import numpy as np
 import pytest
-from imagegen import CLASS_COLOURS, sixteen_bit_grey
 from PIL import Image
 
 from jobs.datasets import scan_dataset
 from jobs.images import decode_image, load_uint8_images
+from testsupport.images import CLASS_COLOURS, sixteen_bit_grey
 
 
 def test_loads_every_image_in_file_order(image_folder, tmp_path):

@@ -12,12 +12,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from imagegen import make_image_folder
 
 from jobs.datasets import scan_dataset
 from jobs.model import accelerator_visible
 from jobs.spec import JobSpec
 from jobs.training import HISTORY_COLUMNS, run_job
+from testsupport.images import make_image_folder
 
 ARTIFACTS = ("model.keras", "model.json", "model.weights.h5", "history.csv", "labels.json", "summary.json")
 SUMMARY_KEYS = {

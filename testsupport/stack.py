@@ -1,4 +1,4 @@
-"""Running the real stack in tests: `tlbench up` on a free port, and waiting for conditions."""
+"""Running the real stack for tests and benchmarks: `tlbench up` on a free port, and waiting for conditions."""
 from __future__ import annotations
 
 import os
@@ -64,5 +64,3 @@ def running_stack(home: Path, *extra_args: str, database_url: str | None = None)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-
-

@@ -1,4 +1,4 @@
-"""Generate small labelled image folders for tests: each class has its own colour, so it is learnable."""
+"""Small labelled image folders for tests and benchmarks: each class has its own colour, so it is learnable."""
 
 import io
 from pathlib import Path
