@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
 from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable, UnsupportedMediaType
 
 from dashboard.converters import IndexConverter, RowIdConverter
+from dashboard.errors import ApiError, error_response
 from dashboard.eta import Estimator
 from dashboard.dataset_registry import (
     DatasetRejected,
@@ -66,22 +67,9 @@ THUMBNAIL_SIDES = (16, 512)
 THUMBNAIL_CACHE_SECONDS = 3600
 
 
-class BadRequest(Exception):
-    """A 4xx answer with a message naming the field and the problem."""
-
-    def __init__(self, message: str, field: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.message, self.field, self.status = message, field, status
-
-
-def error_response(message: str, status: int, field: str | None = None):
-    """The API's one error shape: {"error": message, "field": name-or-null}."""
-    return jsonify(error=message, field=field), status
-
-
-@api.errorhandler(BadRequest)
-def bad_request(error: BadRequest):
-    """Answer a refused request."""
+@api.errorhandler(ApiError)
+def refused(error: ApiError):
+    """Answer a refused (or failed) request."""
     return error_response(error.message, error.status, error.field)
 
 
@@ -130,19 +118,19 @@ def celery():
 def json_body(model: type[BaseModel]):
     """Parse and validate the JSON body into `model`, or refuse it naming the problem."""
     if not request.is_json:
-        raise BadRequest(f"expected Content-Type application/json, got {request.mimetype or 'none'!r}",
+        raise ApiError(f"expected Content-Type application/json, got {request.mimetype or 'none'!r}",
                          status=UnsupportedMediaType.code)
     body = request.get_json(silent=True)
     if body is None:
-        raise BadRequest("the body is not valid JSON")
+        raise ApiError("the body is not valid JSON")
     if not isinstance(body, dict):
-        raise BadRequest(f"the body must be a JSON object, not a JSON {type(body).__name__}")
+        raise ApiError(f"the body must be a JSON object, not a JSON {type(body).__name__}")
     try:
         # The settings let validators check files against the data roots (weights).
         return model.model_validate(body, context={"settings": settings()})
     except ValidationError as error:
         message, field = describe_validation_error(error)
-        raise BadRequest(message, field) from None
+        raise ApiError(message, field) from None
 
 
 @api.get("/health")
@@ -188,7 +176,7 @@ def create_dataset():
     try:
         root, scanned, name, uploaded = _receive_dataset()
     except DatasetRejected as refusal:
-        raise BadRequest(str(refusal), refusal.field) from None
+        raise ApiError(str(refusal), refusal.field) from None
     with removed_unless_registered(settings(), root, uploaded), database().transaction() as session:
         dataset = ops.add_dataset(session, **dataset_fields(name, root, uploaded, scanned))
         created = dataset_json(dataset)
@@ -200,7 +188,7 @@ def _receive_dataset():
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None or not upload.filename:
-            raise BadRequest("file: is required (a zip of class folders)", "file")
+            raise ApiError("file: is required (a zip of class folders)", "file")
         name = request.form.get("name") or Path(upload.filename).stem
         root, scanned = store_upload(settings(), upload)
         return root, scanned, name[:DATASET_NAME_CHARS], True
@@ -238,7 +226,7 @@ def get_dataset_image(dataset_id: int, index: int):
     try:
         jpeg = jpeg_thumbnail(dataset_image_path(root, manifest, index), side)
     except ImageUnavailable as error:  # past the end, gone, moved out, or no longer an image
-        raise BadRequest(f"index: dataset {dataset_id}: {error}", "index", status=HttpNotFound.code) from None
+        raise ApiError(f"index: dataset {dataset_id}: {error}", "index", status=HttpNotFound.code) from None
     # A dataset's files never change under its id (its sha256 was taken at registration): browsers may keep it.
     return send_file(io.BytesIO(jpeg), mimetype="image/jpeg", max_age=THUMBNAIL_CACHE_SECONDS)
 
@@ -250,7 +238,7 @@ def _query_number(name: str, bounds: tuple[int, int]) -> int | None:
         return None
     low, high = bounds
     if not (value.isdigit() and low <= int(value) <= high):
-        raise BadRequest(f"{name}: must be a whole number from {low} to {high}, not {value[:20]!r}", name)
+        raise ApiError(f"{name}: must be a whole number from {low} to {high}, not {value[:20]!r}", name)
     return int(value)
 
 
@@ -270,7 +258,7 @@ def create_sample_benchmark():
     with database().transaction() as session:
         sample = ops.sample_dataset(session)
     if sample is None:
-        raise BadRequest("there is no sample dataset; `tlbench up` creates it on first start", status=409)
+        raise ApiError("there is no sample dataset; `tlbench up` creates it on first start", status=409)
     return submit_benchmark(BenchmarkRequest.model_validate({**SAMPLE_BENCHMARK, "dataset": sample.id}))
 
 
@@ -280,10 +268,10 @@ def submit_benchmark(body: BenchmarkRequest):
     with database().transaction() as session:
         dataset = session.get(Dataset, body.dataset)
         if dataset is None:
-            raise BadRequest(f"dataset: dataset {body.dataset} not found", "dataset")
+            raise ApiError(f"dataset: dataset {body.dataset} not found", "dataset")
         problem = _split_problem(dataset, body)
         if problem:
-            raise BadRequest(f"dataset: {problem}", "dataset")
+            raise ApiError(f"dataset: {problem}", "dataset")
         name = body.name or f"{dataset.name}: {', '.join(body.backbones)}"
         benchmark = ops.create_benchmark(session, name=name, dataset_id=dataset.id,
                                          config=body.model_dump(), specs=body.job_specs(), pool=body.pool)
@@ -313,7 +301,7 @@ def _withdraw(benchmark_id: int, error: Exception):
         ops.delete_benchmark(session, benchmark_id)
     if isinstance(error, BrokerUnreachable):
         current_app.logger.warning("benchmark %s withdrawn: the broker did not take its jobs: %s", benchmark_id, error)
-        raise BadRequest("the job queue (broker) did not answer, so nothing was submitted; try again shortly",
+        raise ApiError("the job queue (broker) did not answer, so nothing was submitted; try again shortly",
                          status=ServiceUnavailable.code) from None
     raise error
 
@@ -398,19 +386,19 @@ def predict_benchmark(benchmark_id: int):
         jobs = [{"job_id": job.id, "backbone": job.backbone} for job in benchmark.jobs
                 if job.status is JobStatus.SUCCEEDED]
     if not jobs:
-        raise BadRequest(f"benchmark {benchmark_id} has no succeeded job to predict with yet", status=409)
+        raise ApiError(f"benchmark {benchmark_id} has no succeeded job to predict with yet", status=409)
     try:
         image_path = store_prediction_image(settings(), request.files.get("file"))
     except ImageRejected as refusal:
-        raise BadRequest(str(refusal), "file") from None
+        raise ApiError(str(refusal), "file") from None
     try:
         require_prediction_worker(celery(), database(), settings().liveness.worker_offline_after)
         timeout = current_app.config.get("TLBENCH_PREDICT_TIMEOUT", PREDICT_TIMEOUT_SECONDS)
         return jsonify(predictions=run_prediction(celery(), image_path, jobs, timeout))
     except PredictionUnavailable as unavailable:
-        raise BadRequest(str(unavailable), status=503) from None
+        raise ApiError(str(unavailable), status=503) from None
     except PredictionTimeout as timed_out:
-        raise BadRequest(str(timed_out), status=504) from None
+        raise ApiError(str(timed_out), status=504) from None
     finally:
         image_path.unlink(missing_ok=True)  # whatever happened, the upload goes
 
@@ -423,7 +411,7 @@ def upload_weights():
     try:
         weights_id, size = store_weights_upload(settings(), request.files.get("file"))
     except WeightsRejected as refusal:
-        raise BadRequest(str(refusal), "file") from None
+        raise ApiError(str(refusal), "file") from None
     return jsonify(weights=weights_id, bytes=size), 201
 
 
@@ -508,7 +496,7 @@ def get_job_predictions(job_id: int):
     shown = None if trial is None else trial_predictions(settings().job_artifact_dir(job_id), trial, labels)
     if shown is None:
         which = "" if asked is None else f" for trial {asked}"
-        raise BadRequest(f"job {job_id} has no test predictions{which} (not finished, or no test set held out)",
+        raise ApiError(f"job {job_id} has no test predictions{which} (not finished, or no test set held out)",
                          status=HttpNotFound.code)
     return jsonify(job_id=job_id, trial=trial, dataset_id=dataset_id, classes=classes, predictions=shown)
 
@@ -557,7 +545,7 @@ def download_artifact(job_id: int, name: str):
         raise HttpNotFound(f"job {job_id} has no artifacts yet")
     # send_from_directory refuses "../" names itself; resolving also catches a link that leads out.
     if not _is_artifact(folder, folder / name):
-        raise BadRequest(f"name: {name!r} is not an artifact of job {job_id}", "name", status=HttpNotFound.code)
+        raise ApiError(f"name: {name!r} is not an artifact of job {job_id}", "name", status=HttpNotFound.code)
     return send_from_directory(folder, name, as_attachment=True)
 
 

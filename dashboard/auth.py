@@ -1,17 +1,6 @@
-"""Access control when TLBENCH_TOKEN is set: a bearer token for scripts, a login session for pages.
-
-In every mode, a state-changing request that a browser says comes from another site (its Origin
-is not this server, or Sec-Fetch-Site is not same-origin) is refused: a web page open in the same
-browser must not be able to upload, submit or cancel on a tlbench listening on 127.0.0.1.
-
-Without a token (the default, where `tlbench up` listens on 127.0.0.1 only) nothing else applies:
-no login, no CSRF token. With one:
-- every route but /api/v1/health, /login and the static files needs either the header
-  `Authorization: Bearer <token>` or the session cookie that logging in at /login sets;
-- every state-changing request that rides on the session cookie must carry the page's CSRF token
-  (Flask-WTF); bearer requests carry none, since a browser never adds that header by itself;
-- each client address may post the login form LOGIN_ATTEMPTS_PER_MINUTE times a minute (Flask-Limiter,
-  counting in the broker's Redis so that every web process of a deployment shares one count).
+"""Access control: a state change a browser says comes from another site is always refused; with TLBENCH_TOKEN
+set, every route but the public ones also needs a bearer token or the session that /login sets, and a state
+change on that session needs its CSRF token. The rules and their reasons: docs/security.md.
 """
 from __future__ import annotations
 
@@ -23,19 +12,22 @@ from hashlib import sha256
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from config.settings import TOKEN_ENV, Settings
+from dashboard.errors import error_response
+from dashboard.openapi import is_public
 
 SESSION_SECRET_FILE = "session_secret"
 SESSION_SECRET_BYTES = 32
 SESSION_FLAG = "authenticated"
-# Reachable without credentials: the login form, its stylesheet, and the liveness probe.
-OPEN_ENDPOINTS = frozenset({"static", "api.health", "auth.login"})
+# Pages reachable without credentials: the login form and its stylesheet. API routes are declared
+# public where they are defined (documented(public=True): the liveness probe).
+OPEN_PAGES = frozenset({"static", "auth.login"})
 API_PREFIX = "/api/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Plenty for a person who mistypes; hopeless for guessing a long random token.
@@ -158,12 +150,12 @@ def refuse_cross_site_writes():
 
 def _cross_site(problem: str):
     """The API's error shape with 403."""
-    return jsonify(error=f"cross-site request refused: {problem}", field=None), 403
+    return error_response(f"cross-site request refused: {problem}", 403)
 
 
 def require_credentials():
     """Before every request: let it through, refuse it (401 JSON) or send a page visitor to /login."""
-    if request.endpoint in OPEN_ENDPOINTS:
+    if request.endpoint in OPEN_PAGES or is_public(current_app.view_functions.get(request.endpoint)):
         return None
     scheme, offered = _offered_credentials()
     if scheme is not None and scheme != "bearer":
@@ -197,16 +189,16 @@ def _is_the_token(offered: str) -> bool:
 
 def _unauthorized(problem: str):
     """The API's error shape with 401 and the scheme to use."""
-    response = jsonify(error=f"unauthorized: {problem}", field=None)
+    response, status = error_response(f"unauthorized: {problem}", 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="tlbench"'
-    return response, 401
+    return response, status
 
 
 def csrf_refused(error: CSRFError):
     """A state change from a page without its CSRF token: JSON under /api/, Flask-WTF's page elsewhere."""
     if not request.path.startswith(API_PREFIX):
         return error
-    return jsonify(error=f"csrf: {error.description} Reload the page and try again.", field=None), error.code
+    return error_response(f"csrf: {error.description} Reload the page and try again.", error.code)
 
 
 def safe_next(target: str | None) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, request
 from werkzeug.wsgi import host_is_trusted
+
+from dashboard.errors import error_response
 
 ALLOWED_HOSTS_ENV = "TLBENCH_ALLOWED_HOSTS"
 # Every loopback address is allowed too (127.0.0.0/8, ::1): no other site's page can be reached at one.
@@ -41,7 +43,7 @@ def refuse_foreign_host():
         return None  # HTTP/1.0 clients may omit Host; browsers never do
     message = (f"{HOST_FIELD}: {header!r} is not a name this server answers to; if browsers reach it by that "
                f"name, add it to {ALLOWED_HOSTS_ENV}")
-    return jsonify(error=message, field=HOST_FIELD), 400
+    return error_response(message, 400, HOST_FIELD)
 
 
 def host_allowed(header: str, allowed: tuple[str, ...]) -> bool:

@@ -39,6 +39,11 @@ def documented(body: type[BaseModel] | None = None, multipart_file: bool | str =
     return attach
 
 
+def is_public(view) -> bool:
+    """Whether a view was declared `public` (documented(public=True)): it needs no token, even on a server with one."""
+    return bool(getattr(view, "openapi", {}).get("public"))
+
+
 def build_openapi(app: Flask, prefix: str = "/api/v1") -> dict:
     """Describe every route under `prefix`."""
     paths: dict[str, dict] = {}

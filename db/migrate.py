@@ -16,7 +16,6 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import OperationalError
 
@@ -45,11 +44,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def head_revision() -> str:
-    """The newest revision in db/migrations/versions."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
 def upgrade(database_url: str) -> None:
     """Bring the database to the newest revision; an unversioned database of an earlier tlbench is adopted.
 
@@ -62,16 +56,6 @@ def upgrade(database_url: str) -> None:
             command.upgrade(config, "head")
     except OperationalError as error:  # no server, refused login, unwritable file...
         raise unusable(database_url, str(error.orig or error)) from None
-
-
-def current_revision(database_url: str) -> str | None:
-    """The revision the database is at (None: never migrated)."""
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
 
 
 def schema_differences(connection: Connection) -> list:

@@ -78,11 +78,6 @@ class JobStatus(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def finished(self) -> bool:
-        """True for the three end states."""
-        return self in FINISHED_STATUSES
-
 
 FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 # The pool every training worker serves (its Celery queue has the same name).
@@ -108,8 +103,6 @@ class Dataset(Base):
     manifest: Mapped[list] = deferred(mapped_column(JSON))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
 
-    benchmarks: Mapped[list[Benchmark]] = relationship(back_populates="dataset")
-
 
 class Benchmark(Base):
     """One dataset, one shared configuration, one job per backbone."""
@@ -122,7 +115,7 @@ class Benchmark(Base):
     config: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
 
-    dataset: Mapped[Dataset] = relationship(back_populates="benchmarks")
+    dataset: Mapped[Dataset] = relationship()
     jobs: Mapped[list[Job]] = relationship(back_populates="benchmark", order_by="Job.id")
 
     @property
@@ -174,8 +167,6 @@ class Job(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     benchmark: Mapped[Benchmark] = relationship(back_populates="jobs")
-    epochs: Mapped[list[Epoch]] = relationship(back_populates="job", order_by="Epoch.epoch")
-    trials: Mapped[list[Trial]] = relationship(order_by="Trial.number")
 
 
 class Trial(Base):
@@ -231,8 +222,6 @@ class Epoch(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     images_per_second: Mapped[float | None] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=DatabaseNow())
-
-    job: Mapped[Job] = relationship(back_populates="epochs")
 
 
 class Worker(Base):

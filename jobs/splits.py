@@ -28,10 +28,6 @@ class Split:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
-class SplitRefused(ValueError):
-    """A class has too few images for every part of the split."""
-
-
 def _carved_count(class_size: int, fraction: float) -> int:
     """Images one class gives to a carved part: at least one when the fraction asks for any."""
     return max(round(class_size * fraction), 1) if fraction > 0 else 0

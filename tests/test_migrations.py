@@ -16,13 +16,13 @@ from pathlib import Path
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
 from db import operations as ops
-from db.migrate import BASELINE, alembic_config, current_revision, head_revision, locked_connection, \
-    schema_differences, upgrade
 from config.settings import load_settings
+from db.migrate import BASELINE, alembic_config, locked_connection, schema_differences, upgrade
 from db.models import Base, Job
 from db.session import Database, make_engine
 from testsupport.stack import wait_until
@@ -31,6 +31,21 @@ from tlbench.stack import prepare_state
 ROOT = Path(__file__).resolve().parents[1]
 # The columns an earlier tlbench's create_all did not make (revisions 0002 and 0003 add them).
 NEWER_COLUMNS = (("jobs", "pool"), ("workers", "metrics"), ("jobs", "sent_at"), ("jobs", "resumable"))
+
+
+def head_revision() -> str:
+    """The newest revision in db/migrations/versions."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
 
 
 def assert_at_head(database_url: str) -> None:

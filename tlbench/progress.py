@@ -4,10 +4,13 @@ from __future__ import annotations
 import sys
 import time
 
+from db.models import FINISHED_STATUSES
 from jobs.wording import accuracy_interval_text, learning_rate_text, percent, rank_key, standing_text
 from tlbench.client import ApiClient
 
 POLL_SECONDS = 2.0
+# The statuses of the API's jobs after which nothing changes.
+FINISHED = frozenset(status.value for status in FINISHED_STATUSES)
 COLUMNS = ("backbone", "status", "epoch", "best val acc", "best epoch", "s/epoch", "error")
 
 
@@ -52,7 +55,7 @@ def watch(client: ApiClient, benchmark_id: int, stream=sys.stdout) -> dict:
     last_shown = None
     while True:
         benchmark = client.benchmark(benchmark_id)
-        finished = all(job["status"] in ("succeeded", "failed", "cancelled") for job in benchmark["jobs"])
+        finished = all(job["status"] in FINISHED for job in benchmark["jobs"])
         if finished:
             print("\nFinal comparison:\n" + comparison_table(benchmark), file=stream, flush=True)
             return benchmark

@@ -136,8 +136,7 @@ def worker_processes(settings: Settings, gpus: str, cpu_workers: int = 1, pools:
     skips GPUs that already have a tlbench worker and refuses when none is left; a GPU asked for by
     index must be free. The names' locks stay with the calling process and the workers it starts.
     """
-    # INVARIANT: worker names are unique among live workers (worker/runner.py and
-    # requeue_jobs_held_by trust a job's `worker` to name one process); the locks below make it so.
+    # The names' locks keep each name unique among live workers: the invariant is stated in worker/names.py.
     names = names or NameLocks(settings.database_url)
     held: list[HeldName] = []
     try:

@@ -1,18 +1,7 @@
-"""Put lost jobs back on the queue; the database, not the broker, is the source of truth.
+"""Put lost jobs back on the queue: the database, not the broker, says which jobs exist and who holds them.
 
-Four ways a job is lost, and what brings it back:
-- its worker restarted (killed, then restarted by `tlbench up`): the worker re-queues the jobs it
-  held as it starts, since it runs nothing yet;
-- its process went silent (the whole worker died, or its host): any worker re-queues a running job
-  whose heartbeat is older than TLBENCH_JOB_LOST_AFTER (60 s);
-- the broker restarted empty (the embedded Redis keeps nothing on disk): a marker key set by the
-  first worker that checks is gone, so every queued job is sent again;
-- its message was never sent (the broker was down for a moment after the job was committed), or
-  was lost some other way: any worker sends again a queued job that nobody claimed within
-  TLBENCH_QUEUED_RESEND_AFTER (60 s) of its last send, at most once per that interval.
-A job sent twice is harmless: only one attempt can claim it (db.operations.claim_job). A job put
-back after its process died resumes from its last checkpointed epoch; a job cancelled while it ran
-ends cancelled instead.
+A job sent twice is harmless: only one attempt can claim it (db.operations.claim_job). The four ways a job
+is lost, and what brings each back, are in docs/reliability.md.
 """
 from __future__ import annotations
 
