@@ -1,11 +1,13 @@
 """GPU check: run the job code (jobs.training.run_job) under KERAS_BACKEND=jax on an accelerator
 machine that has no TensorFlow, and report seconds per epoch and images per second per backbone,
-and the images per second of feature extraction and fine-tuning against DESIGN.md's ceilings.
+and the images per second of feature extraction and fine-tuning against the ceilings in
+docs/performance.md.
 
     KERAS_BACKEND=jax python -m bench.gpu_check --out results.json
 
-The dataset is generated (5 colour classes, 320 images each = 1,600 images, PNG), the recipe is the
-seed's (frozen base, fp32, batch 32, weights none), as in the first row of DESIGN.md's table.
+The dataset is generated (5 colour classes, 400 PNGs each, 1,600 of them for training), the recipe is
+the seed's (frozen base, fp32, batch 32, weights none), as in the first row of the ceilings' table
+(docs/performance.md).
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def measure(backbone: str, dataset_root: Path, work: Path, epochs: int, batch_si
     """Run one backbone's job and summarise its epoch timings."""
     from jobs.training import run_job
 
-    # The seed's loop in fp32, as DESIGN.md measured it: no feature cache, no mixed precision.
+    # The seed's loop in fp32, as the ceilings measured it (docs/performance.md): no feature cache, no mixed precision.
     spec = JobSpec(backbone=backbone, image_size=SEED_SIZES.get(backbone, SEED_SIZE), epochs=epochs,
                    batch_size=batch_size, learning_rate=1e-3, patience=epochs, weights="none", seed=0,
                    validation_split=0.2, feature_cache=False, mixed_precision=False)
@@ -101,7 +103,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--modes", default="seed,throughput",
                         help="seed: the seed's loop through run_job; throughput: feature extraction and "
-                             "fine-tuning images/s against DESIGN.md's ceilings")
+                             "fine-tuning images/s against the ceilings in docs/performance.md")
     parser.add_argument("--throughput-images", type=int, default=2048)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

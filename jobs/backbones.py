@@ -92,7 +92,8 @@ BACKBONES: dict[str, Backbone] = _backbones(
     ("ConvNeXtXLarge", "convnext", 224, 32),
 )
 
-# The five backbones of the workflow tlbench grew out of (see docs/DESIGN).
+# The five backbones of the seed recipe tlbench grew out of; docs/performance.md measures them (ceilings, GPU check,
+# make bench).
 SEED_BACKBONES = ("VGG16", "VGG19", "InceptionV3", "Xception", "ResNet50")
 
 
