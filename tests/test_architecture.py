@@ -6,6 +6,8 @@ import sys
 import grimp
 
 PRODUCT_PACKAGES = ("dashboard", "worker", "db", "jobs", "tlbench", "config")
+# Highest first: a package may import those below it, never those above (docs/architecture.md).
+LAYERS = ("tlbench", "dashboard", "worker", "db", "config", "jobs")
 # What a process that only serves HTTP and sends messages must not load: Celery's worker (its bootsteps
 # and consumer), the device probes of the worker heartbeat, and the ML frameworks.
 WORKER_OR_ML_MODULES = ("celery.worker", "celery.bootsteps", "celery.apps", "psutil", "pynvml",
@@ -55,3 +57,16 @@ def test_the_circle_finder_finds_a_circle():
     graph.add_import(importer="a.two", imported="a.three")
     graph.add_import(importer="a.three", imported="a.one")
     assert import_circles(graph) == [("a.one", "a.two", "a.three", "a.one")]
+
+
+def test_imports_go_down_the_layers_only():
+    graph = grimp.build_graph(*PRODUCT_PACKAGES)
+    upward = graph.find_illegal_dependencies_for_layers(layers=LAYERS)
+    assert [(dependency.importer, dependency.imported, dependency.routes) for dependency in upward] == []
+
+
+def test_the_web_app_reaches_the_workers_only_through_the_queues_module():
+    graph = grimp.build_graph(*PRODUCT_PACKAGES)
+    imported = {found["imported"] for found in graph.find_matching_direct_imports(
+        import_expression="dashboard.** -> worker.**")}
+    assert imported == {"worker.queues"}
