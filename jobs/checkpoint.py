@@ -1,15 +1,8 @@
 """A checkpoint at the end of every epoch, so a job whose worker died resumes after its last epoch.
 
-In <artifacts>/checkpoint/: `epoch-<n>.weights.h5`, the model being fitted (its optimizer's state
-included) after epoch n; the best epoch of the current phase, which early stopping restores at the
-end; the weights the head phase ended with, once fine-tuning has started; and `state.json`, written
-last and moved into place whole, which names the files that belong together. A worker killed
-mid-write leaves at most a file no state names, never a state naming a half-written file.
-
-A job that ends (succeeded, cancelled or failed) removes its checkpoint: it exists only while a job
-may still be resumed. Only an attempt that recovery put back may resume it; the worker removes it
-before any other attempt (worker/runner.py), which covers what an attempt left when it died or
-failed before training.
+A Checkpoint trusts only the files its `state.json` names (written last, moved into place whole). Only an
+attempt that recovery put back may resume one: remove it before any other attempt (worker/runner.py does),
+and when the job ends. What the folder holds, and why: docs/architecture.md.
 """
 
 from __future__ import annotations

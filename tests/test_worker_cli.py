@@ -121,3 +121,34 @@ def test_bad_worker_options_are_refused_before_anything_starts(arguments, says, 
     assert main([*arguments, "--home", str(tmp_path / "home")]) == 1
     assert says in capsys.readouterr().err
     assert not (tmp_path / "home").exists()
+
+
+def mode(folder) -> int:
+    """A folder's permission bits."""
+    return folder.stat().st_mode & 0o777
+
+
+def test_a_new_lock_folder_and_its_cluster_folder_are_open_to_their_user_only(tmp_path):
+    root = tmp_path / "locks"
+    locks = NameLocks("sqlite:///modes.db", root=root)
+    locks.next_free("cpu").release()  # the cluster's folder first: the root must not get the umask's mode
+    assert (mode(root), mode(locks.cluster)) == (0o700, 0o700)
+
+
+def test_a_lock_folder_tlbench_named_is_closed_again_and_one_given_keeps_its_mode(tmp_path):
+    given = tmp_path / "given"
+    locks = NameLocks("sqlite:///modes.db", root=given)
+    locks.cluster.mkdir(parents=True)
+    given.chmod(0o755)
+    locks.cluster.chmod(0o755)  # as an earlier tlbench left them
+    locks.next_free("cpu").release()
+    assert (mode(given), mode(locks.cluster)) == (0o755, 0o700)
+
+    default_root = tmp_path / f"tlbench-locks-{os.getuid()}"  # the folder of a process whose TMPDIR is tmp_path
+    default_root.mkdir(mode=0o755)
+    default_root.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key != "TLBENCH_LOCK_DIR"}
+    subprocess.run([sys.executable, "-c", "from worker.names import NameLocks; "
+                    "NameLocks('sqlite:///modes.db').next_free('cpu')"],
+                   env={**env, "TMPDIR": str(tmp_path)}, check=True, timeout=60)
+    assert mode(default_root) == 0o700

@@ -1,27 +1,7 @@
 """Worker names unique on this host (cpu1, cpu2, gpu0, predict1...), each held by a lock file for as long
-as the worker lives.
-
-INVARIANT: no two live workers of one cluster (one database) share a name. worker/runner.py (through
-db.operations.requeue_jobs_held_by) trusts it: a running job that names a worker is taken to belong to that worker's
-one process, so a second live worker under the same name could take over, or re-queue, a job the
-first one is still training. Names are `<short>@<hostname>`: the host part keeps hosts apart, and the
-locks here keep the workers of one host apart, whichever `tlbench up` or `tlbench worker` started them.
-
-How: the process that starts workers (`tlbench up`, `tlbench worker`) takes an exclusive flock(2) on
-`<short>.lock` before it starts the worker, and hands the locked descriptor down to the worker process
-(and so to its pool child), so the lock is held until every one of them has exited. The kernel drops
-a flock when the last descriptor closes, so a killed process never leaves a stale lock, and a worker
-that `tlbench` restarts after a crash keeps its name (and takes back the jobs it held).
-
-Where: a folder on the host's own disk (flock over NFS is not to be trusted), one per user
-(`$TMPDIR/tlbench-locks-<uid>`, or TLBENCH_LOCK_DIR), so other users cannot tamper with it.
-- CPU and prediction workers' names live in a sub-folder per cluster, keyed by a hash of the database
-  URL: the names must be unique where they meet, in one database; two stacks with their own databases
-  (two homes, say, or two test runs) are separate clusters and may each have a cpu1.
-- A GPU's lock (`gpu-<UUID>.lock`) sits in the per-user folder itself, for every cluster: a GPU is a
-  resource of the host, and two workers of any clusters on one GPU would run two jobs on it. It is
-  keyed by the GPU's UUID, which is the same inside and outside containers, so containers that share
-  the folder (docker-compose.yml's `locks` volume) never put two workers on one GPU either.
+as the worker lives. Start a worker only under a name NameLocks handed out, and hand its HeldName.fd down
+to the worker process: the open descriptor is what keeps the name taken (the invariant: NameLocks).
+How and why: docs/architecture.md, "Why some things are built as they are".
 """
 from __future__ import annotations
 
@@ -31,6 +11,7 @@ import itertools
 import os
 import shlex
 import socket
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +20,8 @@ from pathlib import Path
 from worker.devices import Gpu
 
 LOCK_DIR_ENV = "TLBENCH_LOCK_DIR"
+# Lock folders are read, written and entered by their user only.
+PRIVATE_FOLDER_MODE = 0o700
 
 
 class WorkerRefused(RuntimeError):
@@ -53,7 +36,12 @@ def host_name() -> str:
 def default_lock_root() -> Path:
     """TLBENCH_LOCK_DIR, or a folder of this user's under the system temp folder."""
     configured = os.environ.get(LOCK_DIR_ENV)
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / f"tlbench-locks-{os.getuid()}"
+    return Path(configured) if configured else own_lock_root()
+
+
+def own_lock_root() -> Path:
+    """The lock folder tlbench names itself when TLBENCH_LOCK_DIR is not set: one per user, on the host's disk."""
+    return Path(tempfile.gettempdir()) / f"tlbench-locks-{os.getuid()}"
 
 
 @dataclass
@@ -75,7 +63,15 @@ class HeldName:
 
 
 class NameLocks:
-    """Hands out worker names on this host; each stays taken while its descriptor is open anywhere."""
+    """Hands out worker names on this host; each stays taken while its descriptor is open anywhere.
+
+    INVARIANT: no two live workers of one cluster (one database) share a name. Names are
+    `<short>@<hostname>`: the host part keeps hosts apart, and these locks keep apart the workers of one
+    host, whichever `tlbench up` or `tlbench worker` started them. worker/runner.py (through
+    db.operations.requeue_jobs_held_by) trusts it: a running job that names a worker is taken to belong
+    to that worker's one process, so a second live worker under the same name could re-queue, or take
+    over, a job the first one is still training.
+    """
 
     def __init__(self, database_url: str, root: Path | None = None, host: str | None = None):
         self.root = root or default_lock_root()
@@ -103,13 +99,23 @@ class NameLocks:
                 return HeldName(f"{prefix}{number}", fd, self.host)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _folder(folder: Path) -> Path:
-        """Create a lock folder only this user can write to; refuse one that someone else owns."""
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if folder.stat().st_uid != os.getuid():
-            raise WorkerRefused(f"the lock folder {folder} belongs to another user; set {LOCK_DIR_ENV} "
-                                "to a folder of your own")
+    def _folder(self, folder: Path) -> Path:
+        """A lock folder (the root, or a cluster's folder in it) that only this user can open; refuse one that
+        someone else owns.
+
+        The root is made first, so that neither folder is left with the umask's mode. A folder tlbench names
+        itself (a cluster's, or the root when TLBENCH_LOCK_DIR is not set) that is open to others is closed
+        to this user; a TLBENCH_LOCK_DIR that already exists keeps the mode its owner gave it.
+        """
+        for level in dict.fromkeys((self.root, folder)):
+            level.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+            status = level.stat()
+            if status.st_uid != os.getuid():
+                raise WorkerRefused(f"the lock folder {level} belongs to another user; set {LOCK_DIR_ENV} "
+                                    "to a folder of your own")
+            named_by_tlbench = level != self.root or self.root == own_lock_root()
+            if named_by_tlbench and stat.S_IMODE(status.st_mode) & ~PRIVATE_FOLDER_MODE:
+                os.chmod(level, PRIVATE_FOLDER_MODE)
         return folder
 
 
