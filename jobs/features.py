@@ -16,9 +16,9 @@ from jobs.cache import cached_array
 from jobs.model import POOLED_LAYER, accelerator_visible
 from jobs.spec import JobSpec
 
-# The single pass through the base keeps no gradients, so batches can be large: on an accelerator
-# 256 keeps it busy; on a CPU, 64 is as fast and keeps the activations' peak memory low (Xception at
-# 71 px peaked 420 MiB higher with 256).
+# The single pass through the base keeps no gradients, so batches can be large on an accelerator; on a
+# CPU a larger batch only raises the activations' peak memory (figures: docs/performance.md, "Feature
+# batch size on a CPU").
 FEATURE_BATCH_SIZE_ACCELERATOR = 256
 FEATURE_BATCH_SIZE_CPU = 64
 HASH_CHUNK_BYTES = 2**20
