@@ -111,6 +111,22 @@ def test_only_loopback_addresses_go_without_a_token_and_allowed_host_names(host,
     check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN, "TLBENCH_ALLOWED_HOSTS": "bench.example.org"})
 
 
+def test_the_host_rule_up_help_states_is_the_one_check_exposure_applies(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["up", "--help"])
+    assert cli.EXPOSURE_RULE in " ".join(capsys.readouterr().out.split())  # the help wraps its lines
+    # What the rule names as needing no token: the ends of 127.0.0.0/8, ::1, the name localhost.
+    for host in ("127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "localhost"):
+        check_exposure(host, environ={})
+    # What it names as needing both: 0.0.0.0, a LAN address, a host name.
+    for host in ("0.0.0.0", "192.168.1.20", "bench.example.org"):
+        with pytest.raises(RuntimeError, match="without TLBENCH_TOKEN"):
+            check_exposure(host, environ={})
+        with pytest.raises(RuntimeError, match="without TLBENCH_ALLOWED_HOSTS"):
+            check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN})
+        check_exposure(host, environ={"TLBENCH_TOKEN": TOKEN, "TLBENCH_ALLOWED_HOSTS": "bench.example.org"})
+
+
 def test_up_refuses_a_public_address_without_allowed_host_names_and_starts_nothing(tmp_path):
     home = tmp_path / "home"
     env = {key: value for key, value in os.environ.items()

@@ -9,6 +9,12 @@ from pathlib import Path
 
 from tlbench.client import DEFAULT_URL, ApiClient, ApiError
 
+# Who may start `tlbench up` on an address without a token: tlbench/stack.py:check_exposure enforces it, and
+# docs/api.md and docs/security.md state it in these words.
+EXPOSURE_RULE = ("A loopback address (127.0.0.0/8 or ::1) or the name localhost needs no token; any other address "
+                 "or name (0.0.0.0, a LAN address, a host name) needs TLBENCH_TOKEN and TLBENCH_ALLOWED_HOSTS.")
+SKIPPED_FILES_SHOWN = 10
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command; refusals and unusable services exit 1 with one line."""
@@ -29,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start Redis (embedded unless REDIS_URL), workers and the web app")
     up.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1; any other needs $TLBENCH_TOKEN)")
+                    help=f"address to listen on (default 127.0.0.1). {EXPOSURE_RULE}")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--home", help="state folder (default $TLBENCH_HOME or ~/.tlbench)")
     _add_worker_options(up)

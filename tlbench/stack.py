@@ -53,7 +53,7 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(host: str, environ=None) -> None:
     """Refuse to serve a non-loopback address without a token, or without the names browsers will use
-    (TLBENCH_ALLOWED_HOSTS), before anything starts."""
+    (TLBENCH_ALLOWED_HOSTS), before anything starts: the rule tlbench/cli.py's EXPOSURE_RULE states."""
     environ = os.environ if environ is None else environ
     if is_loopback(host):
         return
