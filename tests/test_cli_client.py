@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import tlbench.client
+from testsupport.images import class_names, make_image_folder
 from testsupport.stack import free_port
+from testsupport.webapp import serving
 from tlbench.cli import build_parser, main
 from tlbench.progress import comparison_table
 from tlbench.client import ApiClient, ApiError
@@ -241,3 +243,33 @@ def test_submit_wait_ends_with_the_comparison(capsys):
     assert seen == ["POST", "GET"]
     out = capsys.readouterr().out
     assert out.rstrip().endswith(comparison_table(TRIALS_BENCHMARK))
+
+
+# --- `tlbench datasets add` against the real web app ---
+
+def test_datasets_add_prints_the_new_datasets_id_first_then_what_it_skipped(app, tmp_path, capsys):
+    first = make_image_folder(tmp_path / "first", classes=2, per_class=3, size=16)
+    faces = make_image_folder(tmp_path / "faces", classes=2, per_class=3, size=16)
+    (faces / class_names(2)[0] / "notes.txt").write_text("not an image")
+    with serving(app) as url:
+        assert main(["datasets", "add", str(first), "--url", url]) == 0
+        assert capsys.readouterr().out == "dataset 1: first (2 classes, 6 images)\n"
+        assert main(["datasets", "add", str(faces), "--url", url]) == 0
+        registered = ApiClient(url).list_datasets()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "dataset 2: faces (2 classes, 6 images; 1 file skipped)"
+    assert lines[1].startswith(f"  skipped {class_names(2)[0]}/notes.txt: not a decodable image") and len(lines) == 2
+    assert {dataset["id"]: dataset["name"] for dataset in registered} == {1: "first", 2: "faces"}
+
+
+def test_datasets_add_lists_the_first_ten_skipped_files_and_counts_the_rest(app, tmp_path, capsys):
+    faces = make_image_folder(tmp_path / "faces", classes=2, per_class=3, size=16)
+    for index in range(12):
+        (faces / class_names(2)[1] / f"notes-{index:02d}.txt").write_text("not an image")
+    with serving(app) as url:
+        assert main(["datasets", "add", str(faces), "--url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "dataset 1: faces (2 classes, 6 images; 12 files skipped)"
+    assert [line.split(":")[0] for line in lines[1:11]] == [
+        f"  skipped {class_names(2)[1]}/notes-{index:02d}.txt" for index in range(10)]
+    assert lines[11:] == ["  … and 2 more (GET /api/v1/datasets/1)"]

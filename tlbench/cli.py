@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -199,10 +198,22 @@ def run_redis(args) -> int:
 
 
 def run_datasets_add(args) -> int:
-    """Register one dataset and print what the scan found."""
+    """Register one dataset and print its id (what `submit --dataset` takes) and what the scan found."""
     dataset = ApiClient(args.url).add_dataset(args.source, name=args.name, by_path=args.by_path)
-    print(json.dumps(dataset, indent=2))
+    print(dataset_line(dataset))
+    for skipped in dataset["skipped"][:SKIPPED_FILES_SHOWN]:
+        print(f"  skipped {skipped['file']}: {skipped['reason']}")
+    if len(dataset["skipped"]) > SKIPPED_FILES_SHOWN:
+        print(f"  … and {len(dataset['skipped']) - SKIPPED_FILES_SHOWN} more (GET /api/v1/datasets/{dataset['id']})")
     return 0
+
+
+def dataset_line(dataset: dict) -> str:
+    """One dataset as the CLI names it: "dataset 2: faces (3 classes, 120 images; 1 file skipped)"."""
+    skipped = len(dataset["skipped"])
+    note = f"; {skipped} file{'s' if skipped != 1 else ''} skipped" if skipped else ""
+    counts = f"{len(dataset['classes'])} classes, {dataset['images']} images{note}"
+    return f"dataset {dataset['id']}: {dataset['name']} ({counts})"
 
 
 def run_datasets_list(args) -> int:
