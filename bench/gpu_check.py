@@ -23,12 +23,12 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from bench.helpers import make_image_folder  # noqa: E402  (a test helper: coloured, learnable classes)
 from bench.throughput import throughput_report  # noqa: E402
 from jobs.backbones import SEED_BACKBONES  # noqa: E402
 from jobs.datasets import scan_dataset  # noqa: E402
 from jobs.spec import JobSpec  # noqa: E402
 from jobs.training import TrainsAlone  # noqa: E402
+from testsupport.images import make_image_folder  # noqa: E402  (coloured, learnable classes)
 
 # The seed ran ResNet50 at 197 px and the others at 150 px.
 SEED_SIZES = {"ResNet50": 197}

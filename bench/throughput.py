@@ -1,4 +1,4 @@
-"""Images per second of the job code's two heavy loops, next to the ceilings measured in DESIGN.md:
+"""Images per second of the job code's two heavy loops, next to the ceilings in docs/performance.md:
 a frozen base extracting features (uint8 in, preprocessing inside the model, the job's default
 precision) and the whole network fine-tuning. Random weights and random pixels: speed only."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from jobs.features import feature_batch_size, feature_extractor
 from jobs.model import build_base, build_classifier, compile_classifier, precision_policy, unfreeze_top_layers
 from jobs.spec import JobSpec
 
-# DESIGN.md, "Where speed comes from" (one H200, Keras 3 on JAX): images per second.
+# docs/performance.md, "Ceilings on one H200" (Keras 3 on JAX): images per second.
 FEATURE_CEILING_UINT8 = {"VGG16": 37_416, "ResNet50": 27_215}
 FEATURE_CEILING_BF16 = {"VGG16": 18_334, "VGG19": 13_673, "InceptionV3": 20_692, "Xception": 25_424, "ResNet50": 16_639}
 FINE_TUNE_CEILING_BF16 = {"VGG16": 7_476, "VGG19": 6_897, "InceptionV3": 1_827, "Xception": 3_279, "ResNet50": 2_411}
@@ -63,7 +63,7 @@ def fine_tune_images_per_second(backbone: str, size: int, count: int) -> float:
 
 
 def throughput_report(backbone: str, size: int, count: int) -> dict:
-    """Both figures for one backbone with the share of DESIGN.md's ceilings they reach (target 80 %)."""
+    """Both figures for one backbone with the share of the ceilings (docs/performance.md) they reach (target 80 %)."""
     features, fine_tune = feature_images_per_second(backbone, size, count), fine_tune_images_per_second(backbone, size, count)
     feature_ceiling = FEATURE_CEILING_UINT8.get(backbone, FEATURE_CEILING_BF16[backbone])
     return {
