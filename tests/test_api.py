@@ -1,13 +1,12 @@
 """The JSON API: datasets, benchmark submission, artifacts, OpenAPI. Refusals: test_bad_input.py."""
 from __future__ import annotations
 
-import base64
 import io
-import json
 
 import pytest
 from openapi_spec_validator import validate
 
+from testsupport.broker import queued_job_ids
 from testsupport.images import make_image_folder
 from tlbench.client import zip_folder
 from worker.queues import TRAIN_QUEUE
@@ -17,12 +16,6 @@ def upload(client, payload: bytes, filename: str = "faces.zip"):
     """POST a zip to /api/v1/datasets."""
     return client.post("/api/v1/datasets", data={"file": (io.BytesIO(payload), filename)},
                        content_type="multipart/form-data")
-
-
-def queued_job_ids(redis_client, queue: str) -> list[int]:
-    """The job ids of the training messages waiting in one queue (a pool's)."""
-    messages = [json.loads(raw) for raw in redis_client.lrange(queue, 0, -1)]
-    return sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in messages)
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
 from db.models import Benchmark, Dataset, Epoch, Job, JobStatus, Trial
 from jobs.datasets import ImageFile
-from testsupport.images import CLASS_COLOURS, class_names, coloured_image, make_image_folder, png_bytes
+from testsupport.api_errors import WEIGHTS_REFUSED
+from testsupport.images import class_names, make_image_folder, small_png, two_class_zip, zip_of
 from worker.queues import PREDICT_QUEUE, TRAIN_QUEUE
 
 # What TLBENCH_MAX_UPLOAD_MB=1 gives; small, so that an oversized body is cheap to send.
@@ -27,8 +27,6 @@ UPLOAD_LIMIT_MB = 1
 MISSING = object()  # a field left out of the request body
 GOOD_BENCHMARK = {"backbones": ["VGG16"], "epochs": 2, "image_size": 32, "weights": "none"}
 COUNTED_TABLES = (Dataset, Benchmark, Job, Trial, Epoch)
-WEIGHTS_REFUSED = ('weights: must be "imagenet", "none", the id of an uploaded weights file (POST /api/v1/weights) '
-                   "or the path of a file under TLBENCH_DATA_ROOTS")
 
 
 @pytest.fixture
@@ -37,36 +35,15 @@ def settings(settings):
     return dataclasses.replace(settings, max_upload_bytes=UPLOAD_LIMIT_MB * 2**20)
 
 
-def png(colour: str = "red") -> bytes:
-    """One small decodable PNG."""
-    return png_bytes(coloured_image(CLASS_COLOURS[colour], 16, np.random.default_rng(0)))
-
-
-def zip_of(entries: dict[str, bytes]) -> bytes:
-    """A deflated zip with these entries, names exactly as given."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in entries.items():
-            archive.writestr(zipfile.ZipInfo(name), content, compress_type=zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
-
-
 def zip_with_link() -> bytes:
     """A zip whose entry is a symbolic link to /etc/passwd."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("cats/a.png", png())
+        archive.writestr("cats/a.png", small_png())
         link = zipfile.ZipInfo("dogs/b.png")
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(link, "/etc/passwd")
     return buffer.getvalue()
-
-
-def two_class_zip(**extra: bytes) -> bytes:
-    """A valid two-class dataset (three images a class: one each for training, validation and test), plus `extra`."""
-    images = {f"{folder}/{name}.png": png(colour) for folder, colour in (("cats", "red"), ("dogs", "blue"))
-              for name in "abc"}
-    return zip_of({**images, **extra})
 
 
 class Scene:
@@ -107,7 +84,7 @@ class Scene:
             dataset = session.get(Dataset, response.json["id"])
             first = Path(dataset.root) / ImageFile(*dataset.manifest[0]).path
         secret = self.settings.home / "secret.png"
-        secret.write_bytes(png("green"))
+        secret.write_bytes(small_png("green"))
         first.unlink()
         first.symlink_to(secret)
         return response.json["id"]
@@ -309,12 +286,13 @@ CASES = [
          "more than the limit", "file"),
     Case("zip bomb: compression ratio", upload(lambda: two_class_zip(**{"cats/big.png": bytes(3 * 2**20)})), 400,
          "compression ratio", "file"),
-    Case("zip entry climbs out", upload(lambda: two_class_zip(**{"../x.png": png()})), 400,
+    Case("zip entry climbs out", upload(lambda: two_class_zip(**{"../x.png": small_png()})), 400,
          "'../x.png': path climbs out", "file"),
-    Case("zip entry with an absolute path", upload(lambda: two_class_zip(**{"/tmp/x.png": png()})), 400,
+    Case("zip entry with an absolute path", upload(lambda: two_class_zip(**{"/tmp/x.png": small_png()})), 400,
          "absolute path", "file"),
     Case("zip entry that is a link", upload(zip_with_link), 400, "symbolic link", "file"),
-    Case("zip with one class", upload(lambda: zip_of({"cats/a.png": png(), "cats/b.png": png("blue")})), 400,
+    Case("zip with one class",
+         upload(lambda: zip_of({"cats/a.png": small_png(), "cats/b.png": small_png("blue")})), 400,
          "has one class (cats)", "file"),
     Case("zip with no images", upload(lambda: zip_of({"cats/a.txt": b"text", "dogs/b.txt": b"text"})), 400,
          "no decodable images", "file"),
@@ -323,7 +301,7 @@ CASES = [
          "not under an allowed data root", "path"),
     Case("path that does not exist", register_path(lambda scene: str(scene.data_root / "nothing")), 400,
          "does not exist", "path"),
-    Case("path that is a file", register_path(lambda scene: scene.data_folder("f", {"a.png": png()}) + "/a.png"),
+    Case("path that is a file", register_path(lambda scene: scene.data_folder("f", {"a.png": small_png()}) + "/a.png"),
          400, "is not a folder", "path"),
     Case("path is a number", register_path(lambda scene: 5), 400, "valid string", "path"),
     Case("path is a link out of the data roots",
@@ -334,7 +312,8 @@ CASES = [
          register_path(lambda scene: scene.data_folder("linked", links={
              name: scene.outside_folder / name for name in class_names(2)})),
          400, "no decodable images", "path"),
-    Case("folder with one class", register_path(lambda scene: scene.data_folder("solo", {"cats/a.png": png()})), 400,
+    Case("folder with one class",
+         register_path(lambda scene: scene.data_folder("solo", {"cats/a.png": small_png()})), 400,
          "has one class (cats)", "path"),
     Case("folder with no images",
          register_path(lambda scene: scene.data_folder("bare", {"cats/a.txt": b"x", "dogs/b.txt": b"x"})), 400,
@@ -396,7 +375,7 @@ CASES = [
     Case("predict upload that is not an image", upload(lambda: b"not an image", "x.png", predict_path), 400,
          "'x.png' is not a decodable image", "file"),
     Case("predict without a file", no_file, 400, "is required", "file"),
-    Case("predict with an unknown benchmark", upload(png, "x.png", "/api/v1/benchmarks/999/predict"), 404,
+    Case("predict with an unknown benchmark", upload(small_png, "x.png", "/api/v1/benchmarks/999/predict"), 404,
          "benchmark 999 not found"),
     Case("decompression bomb", upload(decompression_bomb, "bomb.png", predict_path), 400,
          "'bomb.png' has more than 40 megapixels", "file"),
@@ -499,7 +478,7 @@ def benchmark_fields() -> set[str]:
 
 def test_a_linked_image_inside_a_registered_folder_is_skipped_not_followed(scene):
     outside = scene.outside_folder / class_names(2)[0]
-    folder = scene.data_folder("mixed", {"cats/a.png": png("red"), "dogs/b.png": png("blue")},
+    folder = scene.data_folder("mixed", {"cats/a.png": small_png("red"), "dogs/b.png": small_png("blue")},
                                links={"cats/stolen.png": next(outside.iterdir())})
     response = scene.client.post("/api/v1/datasets", json={"path": folder})
     assert response.status_code == 201, response.json

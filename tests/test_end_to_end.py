@@ -15,25 +15,10 @@ import requests
 
 from dbutil import BACKENDS, empty_database_url
 from testsupport.images import make_image_folder
-from testsupport.stack import free_port, healthy, running_stack, wait_until
+from testsupport.stack import (JOB_SECONDS, finished_benchmark, free_port, healthy, running_stack, upload_dataset,
+                               wait_until)
 
-JOB_SECONDS = 300
 EXPECTED_ARTIFACTS = {"model.keras", "model.json", "model.weights.h5", "history.csv", "labels.json", "summary.json"}
-
-
-def upload_dataset(url: str, folder: Path) -> dict:
-    """Upload a folder as a zip with the CLI's own zipping."""
-    from tlbench.client import zip_folder
-
-    response = requests.post(f"{url}/api/v1/datasets", files={"file": ("shapes.zip", zip_folder(folder))})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def finished_benchmark(url: str, benchmark_id: int) -> dict | None:
-    """The benchmark once none of its jobs is queued or running."""
-    benchmark = requests.get(f"{url}/api/v1/benchmarks/{benchmark_id}").json()
-    return benchmark if benchmark["status"] not in ("queued", "running") else None
 
 
 @pytest.fixture(scope="module")

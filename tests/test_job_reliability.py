@@ -16,7 +16,7 @@ from dashboard import api, create_app
 from db import operations as ops
 from db.models import Benchmark, Epoch, Job, JobStatus
 from db.session import Database
-from test_api import queued_job_ids
+from testsupport.broker import queued_job_ids
 from worker import recovery
 from worker.queues import TRAIN_QUEUE, make_celery
 

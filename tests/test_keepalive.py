@@ -2,26 +2,15 @@
 so no poll can land just as it does (the resets `tlbench submit --wait` died of)."""
 from __future__ import annotations
 
-import re
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from testsupport.polling import slowest_poll_seconds
 from testsupport.stack import running_stack
-from tlbench.progress import POLL_SECONDS
 
-STATIC = Path(__file__).resolve().parents[1] / "dashboard" / "static"
 POLLS = 8
-
-
-def slowest_poll_seconds() -> float:
-    """The longest wait between two polls of any client: the CLI's `--wait`, or a page's script."""
-    page_intervals = [int(ms) / 1000 for script in STATIC.glob("*.js")
-                      for ms in re.findall(r"const \w*(?:POLL|REFRESH)\w*_MS = (\d+);", script.read_text())]
-    assert page_intervals, "no poll interval found in the pages' scripts"
-    return max(POLL_SECONDS, *page_intervals)
 
 
 def local_port_of_one_call(session: requests.Session, url: str) -> int:

@@ -15,7 +15,7 @@ import requests
 import yaml
 from honcho.environ import parse_procfile
 
-from test_keepalive import slowest_poll_seconds
+from testsupport.polling import slowest_poll_seconds
 from testsupport.stack import free_port, healthy, wait_until
 from tlbench.stack import web_process
 

@@ -17,7 +17,7 @@ import pytest
 from db import operations as ops
 from db.models import Job, JobStatus
 from db.session import Database
-from testsupport.images import CLASS_COLOURS, coloured_image, png_bytes
+from testsupport.images import CLASS_COLOURS, coloured_image, png_bytes, two_class_zip
 from testsupport.stack import wait_until
 from worker.queues import PREDICT_QUEUE, make_celery
 
@@ -34,8 +34,6 @@ def predictable(client, app) -> str:
 
 def predict_route(client, app) -> str:
     """Register a dataset, submit a one-job benchmark, mark its job succeeded; its predict route."""
-    from test_bad_input import two_class_zip
-
     dataset = client.post("/api/v1/datasets", data={"file": (io.BytesIO(two_class_zip()), "ok.zip")},
                           content_type="multipart/form-data").json["id"]
     created = client.post("/api/v1/benchmarks", json={"dataset": dataset, "backbones": ["VGG16"], "epochs": 1,

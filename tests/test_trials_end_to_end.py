@@ -12,9 +12,8 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
-from test_end_to_end import JOB_SECONDS, finished_benchmark, upload_dataset
 from testsupport.images import make_image_folder
-from testsupport.stack import wait_until
+from testsupport.stack import JOB_SECONDS, finished_benchmark, upload_dataset, wait_until
 
 RATES = [1e-3, 3e-4]
 REPEATS = 3

@@ -6,7 +6,8 @@ import io
 import pytest
 
 from db.models import Benchmark
-from test_bad_input import WEIGHTS_REFUSED, two_class_zip
+from testsupport.api_errors import WEIGHTS_REFUSED
+from testsupport.images import two_class_zip
 
 HDF5_START = b"\x89HDF\r\n\x1a\n"
 

@@ -1,6 +1,8 @@
-"""Small labelled image folders for tests and benchmarks: each class has its own colour, so it is learnable."""
+"""Small labelled image folders for tests and benchmarks: each class has its own colour, so it is learnable.
+Also small PNGs and zip archives of them, to upload."""
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,27 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def small_png(colour: str = "red") -> bytes:
+    """One small decodable PNG of a class colour."""
+    return png_bytes(coloured_image(CLASS_COLOURS[colour], 16, np.random.default_rng(0)))
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    """A deflated zip with these entries, names exactly as given."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), content, compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def two_class_zip(**extra: bytes) -> bytes:
+    """A valid two-class dataset (three images a class: one each for training, validation and test), plus `extra`."""
+    images = {f"{folder}/{name}.png": small_png(colour) for folder, colour in (("cats", "red"), ("dogs", "blue"))
+              for name in "abc"}
+    return zip_of({**images, **extra})
 
 
 def sixteen_bit_grey(size: int) -> Image.Image:

@@ -1,4 +1,5 @@
-"""Running the real stack for tests and benchmarks: `tlbench up` on a free port, and waiting for conditions."""
+"""Running the real stack for tests and benchmarks: `tlbench up` on a free port, waiting for conditions, and
+uploading a dataset and reading a benchmark back over its API."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,8 @@ import requests
 
 
 STACK_START_SECONDS = 60
+# How long the tests give a small job on the stack (a CPU worker) to finish.
+JOB_SECONDS = 300
 
 
 def free_port() -> int:
@@ -64,3 +67,18 @@ def running_stack(home: Path, *extra_args: str, database_url: str | None = None)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
+
+
+def upload_dataset(url: str, folder: Path) -> dict:
+    """Upload a folder as a zip with the CLI's own zipping."""
+    from tlbench.client import zip_folder
+
+    response = requests.post(f"{url}/api/v1/datasets", files={"file": ("shapes.zip", zip_folder(folder))})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def finished_benchmark(url: str, benchmark_id: int) -> dict | None:
+    """The benchmark once none of its jobs is queued or running."""
+    benchmark = requests.get(f"{url}/api/v1/benchmarks/{benchmark_id}").json()
+    return benchmark if benchmark["status"] not in ("queued", "running") else None

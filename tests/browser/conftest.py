@@ -5,6 +5,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from testsupport.images import make_image_folder
@@ -88,3 +89,11 @@ def dataset_zip(tmp_path_factory) -> Path:
     archive.write_bytes(zip_folder(make_image_folder(folder / "colours", classes=3, per_class=8, size=32)))
     return archive
 
+
+@pytest.fixture(scope="module")
+def dataset(stack, dataset_zip: Path) -> dict:
+    """The small dataset, uploaded once for the module over the API."""
+    with dataset_zip.open("rb") as file:
+        response = requests.post(f"{stack['url']}/api/v1/datasets", files={"file": (dataset_zip.name, file)})
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -5,27 +5,17 @@ the test). Jobs are tiny: 3 classes x 8 images at 32 px, random weights, a few e
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
+from testsupport.browser import TRAINING_TIMEOUT_MS, chart_data
 from testsupport.images import CLASS_COLOURS, coloured_image
-from testsupport.stack import wait_until
+from testsupport.stack import finished_benchmark, wait_until
 
-# Jobs here take seconds each on one CPU worker, but they queue behind one another.
-TRAINING_TIMEOUT_MS = 180_000
 BACKBONES = ["VGG16", "MobileNetV3Small"]
-
-
-def upload_dataset(url: str, archive: Path) -> dict:
-    """Register the zip over the API."""
-    with archive.open("rb") as file:
-        response = requests.post(f"{url}/api/v1/datasets", files={"file": (archive.name, file)})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def submit_benchmark(url: str, dataset_id: int, epochs: int, backbones=BACKBONES, patience: int = 10) -> dict:
@@ -37,28 +27,12 @@ def submit_benchmark(url: str, dataset_id: int, epochs: int, backbones=BACKBONES
     return response.json()
 
 
-def finished(url: str, benchmark_id: int) -> dict | None:
-    """The benchmark once none of its jobs is queued or running."""
-    benchmark = requests.get(f"{url}/api/v1/benchmarks/{benchmark_id}").json()
-    return benchmark if benchmark["status"] not in ("queued", "running") else None
-
-
-def chart_data(page: Page, chart_id: str) -> list[dict]:
-    """The traces Plotly holds for a chart div."""
-    return page.evaluate("id => document.getElementById(id).data", chart_id)
-
-
-@pytest.fixture(scope="module")
-def dataset(stack, dataset_zip) -> dict:
-    """The small dataset, uploaded once for the module."""
-    return upload_dataset(stack["url"], dataset_zip)
-
-
 @pytest.fixture(scope="module")
 def trained(stack, dataset) -> dict:
     """A finished two-backbone benchmark, submitted over the API."""
     created = submit_benchmark(stack["url"], dataset["id"], epochs=2)
-    benchmark = wait_until(lambda: finished(stack["url"], created["id"]), TRAINING_TIMEOUT_MS / 1000, "the benchmark")
+    benchmark = wait_until(lambda: finished_benchmark(stack["url"], created["id"]), TRAINING_TIMEOUT_MS / 1000,
+                           "the benchmark")
     assert [job["status"] for job in benchmark["jobs"]] == ["succeeded", "succeeded"], benchmark
     return benchmark
 

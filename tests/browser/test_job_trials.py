@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,10 +18,9 @@ from playwright.sync_api import Page, expect
 from db.models import Benchmark, Epoch, Job, JobStatus, Trial
 from db.session import Database
 from dbutil import BACKENDS, empty_database_url
+from testsupport.browser import TRAINING_TIMEOUT_MS, fixed
 from testsupport.stack import running_stack, wait_until
 
-# One CPU worker trains the job's four trials together; seconds, but the worker may still be warming up.
-TRAINING_TIMEOUT_MS = 180_000
 BACKBONE = "MobileNetV3Small"
 RATES = [1e-3, 3e-4]
 REPEATS = 2
@@ -33,11 +30,6 @@ LEGACY_RATE = 0.001
 LEGACY_VAL_ACCURACY = 0.625
 LEGACY_EPOCHS = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.05, "val_accuracy": 0.5},
                  {"epoch": 2, "loss": 0.8, "accuracy": 0.7, "val_loss": 0.9, "val_accuracy": LEGACY_VAL_ACCURACY}]
-
-
-def fixed(value: float, places: int) -> str:
-    """`value` with `places` decimals, rounded as the page's toFixed rounds (exact ties away from zero)."""
-    return str(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def percent(fraction: float | None) -> str:
@@ -60,15 +52,6 @@ def stack(request, tmp_path_factory):
     database_url = empty_database_url(request, request.param, home)
     with running_stack(home, database_url=database_url) as running:
         yield {**running, "database_url": database_url}
-
-
-@pytest.fixture(scope="module")
-def dataset(stack, dataset_zip: Path) -> dict:
-    """The small dataset, uploaded once for the module."""
-    with dataset_zip.open("rb") as file:
-        response = requests.post(f"{stack['url']}/api/v1/datasets", files={"file": (dataset_zip.name, file)})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 @pytest.fixture(scope="module")

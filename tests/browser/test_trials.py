@@ -9,23 +9,17 @@ class: no test can tell two backbones apart on 3 images, and the runner-up is al
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from test_dashboard import TRAINING_TIMEOUT_MS, chart_data, finished, upload_dataset
-from testsupport.stack import wait_until
+from testsupport.browser import TRAINING_TIMEOUT_MS, chart_data, fixed
+from testsupport.stack import finished_benchmark, wait_until
 
 BACKBONES = ["VGG16", "MobileNetV3Small"]
 RATES = [1e-3, 3e-4]
 REPEATS = 2
-
-
-def fixed(value: float, places: int) -> str:
-    """`value` with `places` decimals, rounded as the page's toFixed rounds (exact ties away from zero)."""
-    return str(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def points(fraction: float) -> str:
@@ -45,20 +39,14 @@ def backbone_row(page: Page, backbone: str):
 
 
 @pytest.fixture(scope="module")
-def dataset(stack, dataset_zip) -> dict:
-    """The small dataset, uploaded once for the module."""
-    return upload_dataset(stack["url"], dataset_zip)
-
-
-@pytest.fixture(scope="module")
 def compared(stack, dataset) -> dict:
     """A finished benchmark of two backbones, each over two learning rates with two repeats."""
     response = requests.post(f"{stack['url']}/api/v1/benchmarks", json={
         "dataset": dataset["id"], "backbones": BACKBONES, "epochs": 2, "patience": 2, "image_size": 32,
         "batch_size": 8, "weights": "none", "learning_rate": RATES, "repeats": REPEATS})
     assert response.status_code == 201, response.text
-    benchmark = wait_until(lambda: finished(stack["url"], response.json()["id"]), TRAINING_TIMEOUT_MS / 1000,
-                           "the benchmark")
+    benchmark = wait_until(lambda: finished_benchmark(stack["url"], response.json()["id"]),
+                           TRAINING_TIMEOUT_MS / 1000, "the benchmark")
     assert [job["status"] for job in benchmark["jobs"]] == ["succeeded", "succeeded"], benchmark
     return benchmark
 
