@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from db.session import Database
-from test_worker_cli import registered_workers
 from testsupport.stack import free_port
+from testsupport.workers import registered_workers
 from tlbench.cli import build_parser, main
 from tlbench.stack import BROKER_WAIT_SECONDS
 

@@ -8,25 +8,15 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
-from config.settings import Liveness, load_settings
-from db import operations as ops
+from config.settings import load_settings
 from db.session import Database
 from testsupport.stack import wait_until
+from testsupport.workers import registered_workers
 from tlbench.cli import main
 from worker.devices import Gpu, gpus_from_nvidia_smi
 from worker.launch import choose_devices, worker_processes
 from worker.names import NameLocks
-
-
-def registered_workers(database: Database) -> list[str]:
-    """Names of the workers in the database, or none while its tables don't exist yet."""
-    try:
-        with database.transaction() as session:
-            return [worker.name for worker, _ in ops.list_workers(session, Liveness().worker_offline_after)]
-    except OperationalError:  # no table yet: nothing registered
-        return []
 
 
 def test_a_worker_started_on_an_empty_home_registers_itself_and_stops_quietly(tmp_path, redis_socket):

@@ -14,7 +14,9 @@ from worker.registry import WorkerRegistry
 
 PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
 
-celery_app = make_celery(load_settings().redis_url)
+# Read once, as the worker starts; the tasks pass it down (worker/tasks.py).
+worker_settings = load_settings()
+celery_app = make_celery(worker_settings.redis_url)
 celery_app.steps["worker"].add(WorkerRegistry)
 
 

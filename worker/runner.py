@@ -22,7 +22,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from config.settings import Liveness, Settings, load_settings
+from config.settings import Liveness, Settings
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
@@ -153,13 +153,12 @@ def heartbeat_thread(reporter: DatabaseReporter, interval: float):
         thread.join()
 
 
-def run_job_by_id(job_id: int, worker_name: str, app: Celery, settings: Settings | None = None) -> None:
+def run_job_by_id(job_id: int, worker_name: str, app: Celery, settings: Settings) -> None:
     """Claim and run one job; any error ends it `failed` with its traceback, never the worker.
 
     Jobs still running under this worker's name died with an earlier process of it (a killed pool
     child, say): they go back to the queue first, and this job, if it was one of them, is taken again.
     """
-    settings = settings or load_settings()
     database = Database(settings.database_url)
     try:
         with database.transaction() as session:
@@ -241,7 +240,7 @@ def _load_job(database: Database, job_id: int):
         )
 
 
-def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Settings | None = None) -> None:
+def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Settings) -> None:
     """Train trials of a running job another worker owns, as long as it has some nobody holds.
 
     A message for an attempt that has ended, or a job with no trial left to take, costs a query. An
@@ -249,7 +248,6 @@ def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Sett
     """
     from jobs.training import run_trials
 
-    settings = settings or load_settings()
     database = Database(settings.database_url)
     reporter = HelperReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds)
     try:

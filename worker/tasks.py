@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.settings import load_settings
-from worker.celery_app import celery_app
+from worker.celery_app import celery_app, worker_settings
 from worker.queues import PREDICT_TASK, TRAIN_TASK, TRIALS_TASK
 from worker.runner import help_with_trials, run_job_by_id
 
@@ -12,13 +11,13 @@ from worker.runner import help_with_trials, run_job_by_id
 @celery_app.task(name=TRAIN_TASK, bind=True)
 def train_job(self, job_id: int) -> None:
     """Train one job; its state lives in the database, not in Celery's result backend."""
-    run_job_by_id(job_id, worker_name=self.request.hostname, app=self.app)
+    run_job_by_id(job_id, worker_name=self.request.hostname, app=self.app, settings=worker_settings)
 
 
 @celery_app.task(name=TRIALS_TASK, bind=True)
 def train_trials(self, job_id: int, attempt: int) -> None:
     """Train trials of a job another worker owns (those that cannot share features), while any is free."""
-    help_with_trials(job_id, attempt, worker_name=self.request.hostname)
+    help_with_trials(job_id, attempt, worker_name=self.request.hostname, settings=worker_settings)
 
 
 @celery_app.task(name=PREDICT_TASK, ignore_result=False, acks_late=False)
@@ -26,7 +25,6 @@ def predict(image_path: str, jobs: list[dict]) -> list[dict]:
     """Predict one image with each listed job's model ({"job_id", "backbone"} each)."""
     from jobs.predict import predict_image  # Keras loads here, in the worker's child, never in its parent
 
-    settings = load_settings()
     return [{"job_id": job["job_id"], "backbone": job["backbone"],
-             **predict_image(settings.job_artifact_dir(job["job_id"]), Path(image_path))}
+             **predict_image(worker_settings.job_artifact_dir(job["job_id"]), Path(image_path))}
             for job in jobs]
