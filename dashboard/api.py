@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, render_template, request, send_file, send_from_directory
@@ -113,6 +114,11 @@ def settings():
 def celery():
     """The app's Celery client."""
     return current_app.extensions["tlbench.celery"]
+
+
+def offline_after() -> timedelta:
+    """How long a silent worker still counts as online (the settings' Liveness)."""
+    return settings().liveness.worker_offline_after
 
 
 def json_body(model: type[BaseModel]):
@@ -314,7 +320,7 @@ def list_benchmarks():
         benchmarks = ops.list_benchmarks(session)
         job_ids = [job.id for b in benchmarks for job in b.jobs]
         done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids)
-        estimator = Estimator(session, settings().liveness.worker_offline_after)
+        estimator = Estimator(session, offline_after())
         return jsonify(benchmarks=[benchmark_json(b, done, trials, estimator=estimator) for b in benchmarks])
 
 
@@ -327,7 +333,8 @@ def get_benchmark(benchmark_id: int):
         benchmark = ops.get_existing(session, Benchmark, benchmark_id)
         job_ids = [job.id for job in benchmark.jobs]
         done, trials = ops.epochs_done(session, job_ids), ops.job_trials(session, job_ids, with_correctness=True)
-        return jsonify(benchmark_json(benchmark, done, trials, detail=True, estimator=Estimator(session, settings().liveness.worker_offline_after)))
+        estimator = Estimator(session, offline_after())
+        return jsonify(benchmark_json(benchmark, done, trials, detail=True, estimator=estimator))
 
 
 @api.get("/benchmarks/<id:benchmark_id>/epochs")
@@ -392,7 +399,7 @@ def predict_benchmark(benchmark_id: int):
     except ImageRejected as refusal:
         raise ApiError(str(refusal), "file") from None
     try:
-        require_prediction_worker(celery(), database(), settings().liveness.worker_offline_after)
+        require_prediction_worker(celery(), database(), offline_after())
         timeout = current_app.config.get("TLBENCH_PREDICT_TIMEOUT", PREDICT_TIMEOUT_SECONDS)
         return jsonify(predictions=run_prediction(celery(), image_path, jobs, timeout))
     except PredictionUnavailable as unavailable:
@@ -421,8 +428,9 @@ def get_job(job_id: int):
     """Show one job."""
     with database().transaction() as session:
         job = ops.get_existing(session, Job, job_id)
+        eta = Estimator(session, offline_after()).job(job)
         return jsonify(job_json(job, ops.epochs_done(session, [job_id])[job_id], detail=True,
-                                trials=ops.job_trials(session, [job_id])[job_id], eta=Estimator(session, settings().liveness.worker_offline_after).job(job)))
+                                trials=ops.job_trials(session, [job_id])[job_id], eta=eta))
 
 
 @api.post("/jobs/<id:job_id>/cancel")
@@ -455,7 +463,7 @@ def retry_job(job_id: int):
 def list_workers():
     """List the workers: name, host, device, pools, status, current job, metrics, last heartbeat."""
     with database().transaction() as session:
-        return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session, settings().liveness.worker_offline_after)])
+        return jsonify(workers=[worker_json(worker, job) for worker, job in ops.list_workers(session, offline_after())])
 
 
 @api.get("/jobs/<id:job_id>/epochs")
