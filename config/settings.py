@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobs.cache import DEFAULT_CACHE_MAX_GB, cache_max_bytes
+from jobs.storage import Storage
 
 # The shared secret that turns on login and bearer tokens (dashboard/auth.py); the CLI sends it.
 TOKEN_ENV = "TLBENCH_TOKEN"
@@ -53,6 +54,12 @@ class Settings:
     liveness: Liveness = Liveness()
     # Decoded images and features kept under cache/; least recently used ones go past this (jobs/cache.py).
     cache_max_bytes: int = DEFAULT_CACHE_MAX_GB * 2**30
+    # Where datasets and artifacts are kept (TLBENCH_STORAGE): the home itself, or an object store's URL.
+    storage_url: str = ""
+
+    def storage(self) -> Storage:
+        """The storage of datasets and artifacts (jobs/storage.py); the home when TLBENCH_STORAGE is unset."""
+        return Storage(self.storage_url or str(self.home))
 
     @property
     def artifact_root(self) -> Path:
@@ -90,6 +97,7 @@ def load_settings(environ: dict | None = None) -> Settings:
         liveness=_liveness(env),
         # The workers read the same variable through jobs/ (which imports nothing of ours).
         cache_max_bytes=cache_max_bytes(env),
+        storage_url=env.get("TLBENCH_STORAGE") or str(home),
     )
 
 

@@ -23,6 +23,7 @@ def test_a_worker_started_on_an_empty_home_registers_itself_and_stops_quietly(tm
     home = tmp_path / "home"
     env = {**os.environ, "TLBENCH_HOME": str(home), "REDIS_URL": f"redis+socket://{redis_socket}"}
     env.pop("DATABASE_URL", None)
+    env.pop("TLBENCH_STORAGE", None)
     output = tmp_path / "output"
     with output.open("w") as sink:  # a file, not a pipe: the workers' logs must never block on a full pipe
         process = subprocess.Popen([sys.executable, "-m", "tlbench", "worker", "--gpus", "none"], env=env,
@@ -38,6 +39,7 @@ def test_a_worker_started_on_an_empty_home_registers_itself_and_stops_quietly(tm
         database.dispose()
     said = output.read_text()
     assert "tlbench: started cpu1@" in said and "SIGTERM received, stopping" in said
+    assert f"tlbench: storage {home}: read and write ok" in said  # the default: the home itself
     assert "Traceback" not in said, said
 
 

@@ -154,7 +154,7 @@ def run_worker(args) -> int:
     """Run this host's workers in the foreground, once the database and the broker answer."""
     from db.models import DEFAULT_POOL
     from config.settings import load_settings
-    from tlbench.stack import prepare_state, wait_for_broker
+    from tlbench.stack import check_storage, prepare_state, wait_for_broker
     from tlbench.supervisor import Supervisor
     from worker.launch import worker_processes
 
@@ -163,6 +163,7 @@ def run_worker(args) -> int:
     settings = load_settings()
     # The workers register themselves at start: their table must exist, even before any web app runs.
     prepare_state(settings).dispose()
+    check_storage(settings)  # a worker that can't write its artifacts fails now, not mid-job
     # Without a broker they would register, then only retry it; better one line now than that.
     wait_for_broker(settings)
     supervisor = Supervisor()

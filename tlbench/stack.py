@@ -141,6 +141,14 @@ def prepare_state(settings: Settings) -> Database:
     return Database(settings.database_url)
 
 
+def check_storage(settings: Settings) -> None:
+    """Say which storage the workers use, once a probe object was written, read back and deleted there;
+    jobs.storage.StorageUnusable, naming it and why, when it can't be used (before any job needs it)."""
+    storage = settings.storage()
+    storage.check()
+    print(f"tlbench: storage {storage.shown}: read and write ok", flush=True)
+
+
 def prepare_web_state(settings: Settings) -> None:
     """What the web app needs before it starts: the migrated database and the sample dataset."""
     database = prepare_state(settings)
@@ -167,6 +175,7 @@ def run_stack(settings: Settings, host: str, port: int, workers: int, gpus: str,
               pools: tuple[str, ...] = ()) -> int:
     """Start everything once per home, print the URL, and supervise until Ctrl-C or SIGTERM."""
     database = prepare_state(settings)
+    check_storage(settings)
     if not settings.embedded_redis:
         wait_for_broker(settings)
     try:

@@ -1,0 +1,153 @@
+"""Where datasets and artifacts are kept: a local folder (one host, the default) or an object store such as
+S3 or MinIO (`s3://bucket/prefix`), behind one small interface on fsspec.
+
+Keys are relative paths ("artifacts/job-3/model.keras"). Credentials and endpoint come from the usual
+environment variables of the store's client (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL
+for S3); they are never part of a message: `shown` is the URL without them.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+
+PARTIAL_SUFFIX = ".partial"
+# Secrets a store's client reads from the environment: no message of ours may repeat them.
+SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+# A probe object written, read back and deleted to prove the storage works before any job needs it.
+PROBE_PREFIX = ".tlbench-probe-"
+
+
+class StorageUnusable(RuntimeError):
+    """The storage cannot be read or written; the message names it (without credentials) and says why."""
+
+
+def shown_url(url: str) -> str:
+    """The URL without any user or password it carries, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def is_object_store(url: str) -> bool:
+    """Whether the URL names an object store rather than a local folder."""
+    scheme = urlsplit(url).scheme
+    return bool(scheme) and scheme != "file" and len(scheme) > 1  # "C:" on Windows is a drive, not a scheme
+
+
+class Storage:
+    """Files under one root of one filesystem, addressed by relative keys."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.shown = shown_url(url)
+        self.is_local = not is_object_store(url)
+        if self.shown != url:  # a client may repeat its URL in any error: credentials stay out of it
+            raise StorageUnusable(f"cannot use the storage {self.shown}: give its credentials in the environment "
+                                  "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in the URL")
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as error:  # an unknown scheme, or its package is not installed
+            raise StorageUnusable(f"cannot use the storage {self.shown}: {error}") from None
+        self.root = self.root.rstrip("/")
+
+    def path(self, key: str) -> str:
+        """The filesystem path of a key."""
+        return f"{self.root}/{key.lstrip('/')}"
+
+    def local_path(self, key: str) -> Path:
+        """The file of a key on a local storage (the default layout under TLBENCH_HOME)."""
+        if not self.is_local:
+            raise ValueError(f"{self.shown} is not a local folder")
+        return Path(self.path(key))
+
+    def put_file(self, source: Path, key: str) -> None:
+        """Store a local file under `key`, whole: a reader sees the old object, or the new one, never a part."""
+        if self.is_local:
+            target = self.local_path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
+            self.fs.put_file(str(source), str(partial))
+            os.replace(partial, target)
+        else:  # an object store makes a new object visible only once it is complete
+            self.fs.put_file(str(source), self.path(key))
+
+    def put_tree(self, folder: Path, prefix: str) -> list[str]:
+        """Store every file under `folder` below `prefix`; the keys written, in order."""
+        written = []
+        for source in sorted(path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()):
+            key = f"{prefix.rstrip('/')}/{source.relative_to(folder).as_posix()}"
+            self.put_file(source, key)
+            written.append(key)
+        return written
+
+    def get_file(self, key: str, target: Path) -> None:
+        """Copy an object to a local file, moved into place whole."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
+        try:
+            self.fs.get_file(self.path(key), str(partial))
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[IO[bytes]]:
+        """Read an object; FileNotFoundError when there is none."""
+        with self.fs.open(self.path(key), "rb") as stream:
+            yield stream
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+        return self.fs.isfile(self.path(key))
+
+    def files(self, prefix: str) -> dict[str, int]:
+        """Every object below `prefix`: its key relative to the prefix, and its size in bytes."""
+        base = self.path(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {name[len(base) + 1:]: int(info.get("size") or 0) for name, info in found.items()
+                if info.get("type") == "file" and name.startswith(base + "/") and not name.endswith(PARTIAL_SUFFIX)}
+
+    def delete_tree(self, prefix: str) -> None:
+        """Remove every object below `prefix` (nothing when there is none)."""
+        base = self.path(prefix).rstrip("/")
+        if self.fs.exists(base):
+            self.fs.rm(base, recursive=True)
+
+    def check(self) -> None:
+        """Write, read back and delete a small object; StorageUnusable, naming the storage and why, if any fails."""
+        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        payload = key.encode()
+        try:
+            if self.is_local:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            self.fs.pipe_file(self.path(key), payload)
+            if self.fs.cat_file(self.path(key)) != payload:
+                raise OSError("an object read back differs from the one written")
+            self.fs.rm_file(self.path(key))
+        except Exception as error:  # the client's errors vary by store: any of them means "can't use it"
+            raise StorageUnusable(f"cannot read and write the storage {self.shown}: {_one_line(error)}") from None
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line, with its kind when it says nothing, and no secret of the environment."""
+    return scrubbed(" ".join(str(error).split()) or type(error).__name__)
+
+
+def scrubbed(message: str, environ=None) -> str:
+    """The message with the value of every secret variable of the environment replaced by ***."""
+    env = os.environ if environ is None else environ
+    for name in SECRET_VARIABLES:
+        if env.get(name):
+            message = message.replace(env[name], "***")
+    return message

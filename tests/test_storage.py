@@ -1,0 +1,120 @@
+"""Datasets and artifacts are kept behind one interface (jobs/storage.py): a local folder, or an object store
+(here a real S3-compatible server, started by the tests from a pip package)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from jobs.storage import Storage, StorageUnusable, scrubbed, shown_url
+from testsupport.s3 import create_bucket, s3_server
+
+BUCKET = "tlbench-test"
+
+
+@pytest.fixture(scope="module")
+def s3_environment():
+    """The server's address and credentials, with one bucket made."""
+    with s3_server() as environment:
+        create_bucket(environment, BUCKET)
+        yield environment
+
+
+@pytest.fixture
+def s3_client_environment(s3_environment, monkeypatch):
+    """This process's environment pointing the store's client at the test server."""
+    for name, value in s3_environment.items():
+        monkeypatch.setenv(name, value)
+    return s3_environment
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    """A storage of each kind, under a root of its own."""
+    if request.param == "local":
+        return Storage(str(tmp_path / "storage"))
+    request.getfixturevalue("s3_client_environment")
+    return Storage(f"s3://{BUCKET}/run-{uuid.uuid4().hex[:8]}")
+
+
+def test_a_file_stored_under_a_key_reads_back_lists_and_downloads_whole(storage, tmp_path):
+    source = tmp_path / "model.keras"
+    source.write_bytes(b"weights" * 1000)
+    storage.put_file(source, "artifacts/job-3/model.keras")
+
+    assert storage.exists("artifacts/job-3/model.keras") and not storage.exists("artifacts/job-3/other")
+    with storage.open("artifacts/job-3/model.keras") as stream:
+        assert stream.read() == source.read_bytes()
+    assert storage.files("artifacts/job-3") == {"model.keras": 7000}
+    storage.get_file("artifacts/job-3/model.keras", tmp_path / "copy" / "model.keras")
+    assert (tmp_path / "copy" / "model.keras").read_bytes() == source.read_bytes()
+    assert [path.name for path in (tmp_path / "copy").iterdir()] == ["model.keras"]  # no partial file left
+
+
+def test_a_folder_is_stored_with_its_sub_folders_and_removed_whole(storage, tmp_path):
+    folder = tmp_path / "job"
+    (folder / "tensorboard" / "train").mkdir(parents=True)
+    (folder / "summary.json").write_text("{}")
+    (folder / "tensorboard" / "train" / "events").write_bytes(b"12345")
+
+    written = storage.put_tree(folder, "artifacts/job-4")
+
+    assert written == ["artifacts/job-4/summary.json", "artifacts/job-4/tensorboard/train/events"]
+    assert storage.files("artifacts/job-4") == {"summary.json": 2, "tensorboard/train/events": 5}
+    storage.delete_tree("artifacts/job-4")
+    assert storage.files("artifacts/job-4") == {}
+    storage.delete_tree("artifacts/job-4")  # nothing left: no error
+
+
+def test_a_missing_object_is_not_found(storage):
+    with pytest.raises(FileNotFoundError):
+        with storage.open("artifacts/job-5/model.keras"):
+            pass
+
+
+def test_a_usable_storage_passes_its_check_and_leaves_nothing_behind(storage):
+    storage.check()
+    assert storage.files("") == {}
+
+
+def test_a_missing_bucket_fails_the_check_naming_the_storage(s3_client_environment):
+    storage = Storage("s3://no-such-bucket/tlbench")
+    with pytest.raises(StorageUnusable, match=r"^cannot read and write the storage s3://no-such-bucket/tlbench: "):
+        storage.check()
+
+
+def test_credentials_in_the_url_are_refused_without_being_repeated():
+    with pytest.raises(StorageUnusable) as refused:
+        Storage(f"s3://some-key:secret-5f4dcc3b@{BUCKET}/tlbench")
+    assert str(refused.value) == (f"cannot use the storage s3://{BUCKET}/tlbench: give its credentials in the "
+                                  "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in the URL")
+
+
+def test_a_secret_of_the_environment_never_appears_in_a_storage_message():
+    environ = {"AWS_SECRET_ACCESS_KEY": "secret-5f4dcc3b", "AWS_ACCESS_KEY_ID": "AKIA123"}
+    assert scrubbed("signature for AKIA123 with secret-5f4dcc3b refused", environ) == "signature for *** with *** refused"
+
+
+def test_a_url_shown_in_messages_never_carries_its_credentials():
+    assert shown_url("s3://key:secret@bucket/prefix") == "s3://bucket/prefix"
+    assert shown_url("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert shown_url("/var/lib/tlbench") == "/var/lib/tlbench"
+
+
+def test_an_unknown_kind_of_storage_is_refused_naming_it():
+    with pytest.raises(StorageUnusable, match=r"cannot use the storage nosuchfs://x/y: "):
+        Storage("nosuchfs://x/y")
+
+
+def test_a_worker_that_cannot_write_its_storage_stops_at_start_saying_why(tmp_path, s3_environment):
+    environment = {**os.environ, **s3_environment, "TLBENCH_HOME": str(tmp_path / "home"),
+                   "TLBENCH_STORAGE": "s3://no-such-bucket/tlbench", "REDIS_URL": "redis://127.0.0.1:9/0"}
+    result = subprocess.run([sys.executable, "-m", "tlbench", "worker"], env=environment, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith("tlbench: cannot read and write the storage s3://no-such-bucket/tlbench: "), \
+        result.stderr
+    assert "started" not in result.stdout and s3_environment["AWS_SECRET_ACCESS_KEY"] not in result.stderr

@@ -1,0 +1,35 @@
+"""A real S3-compatible server for tests and benchmarks: moto's server mode, in this process, on a free port."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from moto.server import ThreadedMotoServer
+
+from testsupport.stack import free_port
+
+REGION = "us-east-1"
+
+
+@contextmanager
+def s3_server() -> Iterator[dict[str, str]]:
+    """Start the server; yield the environment a client needs to reach it (endpoint, region, credentials)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": REGION,
+               "AWS_ACCESS_KEY_ID": "tlbench-test-key", "AWS_SECRET_ACCESS_KEY": "tlbench-test-secret-d41d8cd9"}
+    finally:
+        server.stop()
+
+
+def create_bucket(environment: dict[str, str], name: str) -> None:
+    """Create a bucket on the server `environment` points to."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=environment["AWS_ENDPOINT_URL"], region_name=environment["AWS_DEFAULT_REGION"],
+                 aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=name)
