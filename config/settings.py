@@ -9,11 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobs.cache import DEFAULT_CACHE_MAX_GB, cache_max_bytes
-from jobs.storage import Storage
+from jobs.storage import Storage, is_object_store
 
 # The shared secret that turns on login and bearer tokens (dashboard/auth.py); the CLI sends it.
 TOKEN_ENV = "TLBENCH_TOKEN"
 DEFAULT_HOME = "~/.tlbench"
+ARTIFACTS_FOLDER = "artifacts"
 DEFAULT_MAX_UPLOAD_MB = 1024
 # A Unix socket path must fit in 108 bytes; a deep home gets its socket in the temp folder.
 MAX_SOCKET_PATH = 100
@@ -64,7 +65,7 @@ class Settings:
     @property
     def artifact_root(self) -> Path:
         """Folder holding one sub-folder of artifacts per job."""
-        return self.home / "artifacts"
+        return self.home / ARTIFACTS_FOLDER
 
     @property
     def upload_root(self) -> Path:
@@ -77,8 +78,20 @@ class Settings:
         return self.home / "cache"
 
     def job_artifact_dir(self, job_id: int) -> Path:
-        """The one folder where a job's artifacts live."""
-        return self.artifact_root / f"job-{job_id}"
+        """The folder of this host where a job's artifacts are written (and kept, when the storage is the home)."""
+        return self.home / job_artifact_key(job_id)
+
+    @property
+    def storage_is_home(self) -> bool:
+        """Whether datasets and artifacts are kept in the home itself (the default): nothing is copied anywhere."""
+        if not self.storage_url:
+            return True
+        return not is_object_store(self.storage_url) and Path(self.storage_url).expanduser().resolve() == self.home
+
+
+def job_artifact_key(job_id: int) -> str:
+    """Where a job's artifacts are kept, relative to the storage's root (and to the home)."""
+    return f"{ARTIFACTS_FOLDER}/job-{job_id}"
 
 
 def load_settings(environ: dict | None = None) -> Settings:

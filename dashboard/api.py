@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import os
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from flask import Blueprint, current_app, jsonify, render_template, request, send_file, send_from_directory
 from kombu.exceptions import OperationalError as BrokerUnreachable
@@ -12,12 +12,15 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, NotFound as HttpNotFound
 from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable, UnsupportedMediaType
 
+from config.settings import job_artifact_key
 from dashboard.converters import IndexConverter, RowIdConverter
 from dashboard.errors import ApiError, error_response
 from dashboard.eta import Estimator
 from dashboard.dataset_registry import (
     DatasetRejected,
+    DatasetUnstored,
     dataset_fields,
+    keep_in_storage,
     removed_unless_registered,
     resolve_allowed_folder,
     store_upload,
@@ -33,6 +36,7 @@ from dashboard.prediction import (
     PredictionUnavailable,
     require_prediction_worker,
     run_prediction,
+    shared_image,
     store_prediction_image,
 )
 from dashboard.presenters import (
@@ -176,16 +180,22 @@ def list_backbones():
 
 
 @api.post("/datasets")
-@documented(body=DatasetPathRequest, multipart_file=True, responses={201: "The scanned dataset"})
+@documented(body=DatasetPathRequest, multipart_file=True,
+            responses={201: "The scanned dataset", 503: "The storage did not take the dataset"})
 def create_dataset():
     """Register a dataset: a zip upload (multipart field `file`) or a folder under the allowed roots."""
     try:
         root, scanned, name, uploaded = _receive_dataset()
     except DatasetRejected as refusal:
         raise ApiError(str(refusal), refusal.field) from None
-    with removed_unless_registered(settings(), root, uploaded), database().transaction() as session:
-        dataset = ops.add_dataset(session, **dataset_fields(name, root, uploaded, scanned))
-        created = dataset_json(dataset)
+    with removed_unless_registered(settings(), root, uploaded):
+        try:
+            keep_in_storage(settings(), scanned)
+        except DatasetUnstored as unstored:
+            raise ApiError(str(unstored), status=503) from None
+        with database().transaction() as session:
+            dataset = ops.add_dataset(session, **dataset_fields(name, root, uploaded, scanned))
+            created = dataset_json(dataset)
     return jsonify(created), 201
 
 
@@ -390,7 +400,7 @@ def predict_benchmark(benchmark_id: int):
     """Predict one uploaded image with every succeeded job of the benchmark."""
     with database().transaction() as session:
         benchmark = ops.get_existing(session, Benchmark, benchmark_id)
-        jobs = [{"job_id": job.id, "backbone": job.backbone} for job in benchmark.jobs
+        jobs = [{"job_id": job.id, "attempt": job.attempt, "backbone": job.backbone} for job in benchmark.jobs
                 if job.status is JobStatus.SUCCEEDED]
     if not jobs:
         raise ApiError(f"benchmark {benchmark_id} has no succeeded job to predict with yet", status=409)
@@ -399,15 +409,14 @@ def predict_benchmark(benchmark_id: int):
     except ImageRejected as refusal:
         raise ApiError(str(refusal), "file") from None
     try:
-        require_prediction_worker(celery(), database(), offline_after())
-        timeout = current_app.config.get("TLBENCH_PREDICT_TIMEOUT", PREDICT_TIMEOUT_SECONDS)
-        return jsonify(predictions=run_prediction(celery(), image_path, jobs, timeout))
+        with shared_image(settings(), image_path) as image_key:  # whatever happens, the upload goes
+            require_prediction_worker(celery(), database(), offline_after())
+            timeout = current_app.config.get("TLBENCH_PREDICT_TIMEOUT", PREDICT_TIMEOUT_SECONDS)
+            return jsonify(predictions=run_prediction(celery(), image_key, jobs, timeout))
     except PredictionUnavailable as unavailable:
         raise ApiError(str(unavailable), status=503) from None
     except PredictionTimeout as timed_out:
         raise ApiError(str(timed_out), status=504) from None
-    finally:
-        image_path.unlink(missing_ok=True)  # whatever happened, the upload goes
 
 
 @api.post("/weights")
@@ -501,7 +510,7 @@ def get_job_predictions(job_id: int):
         dataset = job.benchmark.dataset
         labels = [ImageFile(*entry).label for entry in dataset.manifest]
         classes, dataset_id = list(dataset.classes), dataset.id
-    shown = None if trial is None else trial_predictions(settings().job_artifact_dir(job_id), trial, labels)
+    shown = None if trial is None else trial_predictions(settings().storage(), job_id, trial, labels)
     if shown is None:
         which = "" if asked is None else f" for trial {asked}"
         raise ApiError(f"job {job_id} has no test predictions{which} (not finished, or no test set held out)",
@@ -521,6 +530,9 @@ def _artifact_dir(job_id: int) -> Path:
 def list_artifacts(job_id: int):
     """List a job's artifact files with their sizes; one that goes while listed (a checkpoint rotating) is left out."""
     folder = _artifact_dir(job_id)
+    if not settings().storage_is_home:  # the files a finished job stored there
+        stored = settings().storage().files(job_artifact_key(job_id))
+        return jsonify(artifacts=[{"name": name, "bytes": size} for name, size in sorted(stored.items())])
     found = []
     # os.walk skips a folder that vanishes under it (its default ignores listing errors); links are not followed.
     for parent, _, names in os.walk(folder):
@@ -549,12 +561,26 @@ def _is_artifact(folder: Path, path: Path) -> bool:
 def download_artifact(job_id: int, name: str):
     """Download one artifact; names outside the job's folder are not found."""
     folder = _artifact_dir(job_id)
+    if not settings().storage_is_home:
+        return _download_stored_artifact(job_id, name)
     if not folder.is_dir():
         raise HttpNotFound(f"job {job_id} has no artifacts yet")
     # send_from_directory refuses "../" names itself; resolving also catches a link that leads out.
     if not _is_artifact(folder, folder / name):
         raise ApiError(f"name: {name!r} is not an artifact of job {job_id}", "name", status=HttpNotFound.code)
     return send_from_directory(folder, name, as_attachment=True)
+
+
+def _download_stored_artifact(job_id: int, name: str):
+    """Stream one of the files a finished job stored in the storage; only names it lists are found."""
+    storage, key = settings().storage(), job_artifact_key(job_id)
+    stored = storage.files(key)
+    if not stored:
+        raise HttpNotFound(f"job {job_id} has no artifacts yet")
+    if name not in stored:
+        raise ApiError(f"name: {name!r} is not an artifact of job {job_id}", "name", status=HttpNotFound.code)
+    return send_file(storage.open(f"{key}/{name}"), download_name=PurePosixPath(name).name,
+                     as_attachment=True)
 
 
 @api.get("/openapi.json")

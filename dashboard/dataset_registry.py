@@ -9,10 +9,15 @@ from pathlib import Path
 from werkzeug.datastructures import FileStorage
 
 from config.settings import Settings
-from jobs.datasets import ScannedDataset, UnsafeArchive, extract_zip, scan_dataset
+from jobs.datasets import ScannedDataset, UnsafeArchive, extract_zip, scan_dataset, store_dataset
+from jobs.storage import scrubbed
 
 # An archive may not expand to more than this many times the upload limit.
 EXTRACTED_BYTES_PER_UPLOADED_BYTE = 8
+
+
+class DatasetUnstored(RuntimeError):
+    """The storage did not take a dataset being registered; the message names it and says why."""
 
 
 class DatasetRejected(ValueError):
@@ -94,6 +99,18 @@ def usable_scan(root: Path, field: str) -> ScannedDataset:
     if len(scanned.classes) < 2:
         raise DatasetRejected(field, f"has one class ({scanned.classes[0]}); a classifier needs at least two")
     return scanned
+
+
+def keep_in_storage(settings: Settings, scanned: ScannedDataset) -> None:
+    """Store a dataset being registered in the storage, when that is not the home, so that workers on any host
+    can fetch it; DatasetUnstored, naming the storage and why, if it can't be."""
+    if settings.storage_is_home:
+        return
+    try:
+        store_dataset(settings.storage(), scanned)
+    except Exception as error:  # the store's client raises its own errors
+        raise DatasetUnstored(f"the dataset could not be stored in {settings.storage().shown}: "
+                              f"{scrubbed(' '.join(str(error).split()))}") from None
 
 
 def dataset_fields(name: str, root: Path, uploaded: bool, scanned: ScannedDataset) -> dict:

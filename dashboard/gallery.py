@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from config.settings import job_artifact_key
 from jobs.datasets import ImageFile
 from jobs.images import thumbnail
+from jobs.storage import Storage
 from jobs.training import PREDICTIONS_FILE, TRIALS_FOLDER
 
 THUMBNAIL_QUALITY = 85
@@ -45,13 +47,15 @@ def jpeg_thumbnail(path: Path, side: int) -> bytes:
     return encoded.getvalue()
 
 
-def trial_predictions(artifact_dir: Path, trial: int, labels: list[int]) -> list[dict] | None:
+def trial_predictions(storage: Storage, job_id: int, trial: int, labels: list[int]) -> list[dict] | None:
     """Per test image of the trial: its dataset index, true and predicted class and the probability the model
     gave its prediction; None when the trial has no predictions file (not finished, or no test set)."""
-    path = artifact_dir / TRIALS_FOLDER / f"{trial:02d}" / PREDICTIONS_FILE
-    if not path.is_file():
+    try:
+        with storage.open(f"{job_artifact_key(job_id)}/{TRIALS_FOLDER}/{trial:02d}/{PREDICTIONS_FILE}") as stream:
+            saved_bytes = stream.read()
+    except FileNotFoundError:
         return None
-    with np.load(path) as saved:
+    with np.load(io.BytesIO(saved_bytes)) as saved:
         index, predicted = saved["index"], saved["predicted"]
         confidence = saved["probabilities"].astype(np.float64)[np.arange(len(index)), predicted]
     return [{"index": int(image), "true": labels[image], "predicted": int(guess), "confidence": round(float(p), 4)}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from worker.queues import PREDICT_QUEUE, PREDICT_TASK
 
 # A warm worker answers in milliseconds; its first prediction loads TensorFlow and the models (~10 s here).
 PREDICT_TIMEOUT_SECONDS = 30
+# Under the home, and in the storage: uploaded images waiting for a prediction worker.
+PREDICTIONS_FOLDER = "predictions"
 # A live worker answers a ping in milliseconds, even while it predicts (its main process replies).
 PING_SECONDS = 1.0
 # Far below Pillow's own limits (89 MP warns, 179 MP refuses): the models see at most a few hundred pixels
@@ -46,7 +50,7 @@ def store_prediction_image(settings: Settings, upload: FileStorage | None) -> Pa
     nothing stays on disk."""
     if upload is None or not upload.filename:
         raise ImageRejected("file: is required (an image)")
-    folder = settings.home / "predictions"
+    folder = settings.home / PREDICTIONS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}{Path(upload.filename).suffix.lower()[:10]}"
     try:
@@ -105,10 +109,25 @@ def online_prediction_workers(database: Database, offline_after: timedelta) -> l
                 if PREDICT_QUEUE in worker.queues and ops.worker_status(worker) == "online"]
 
 
-def run_prediction(celery: Celery, image_path: Path, jobs: list[dict],
+@contextmanager
+def shared_image(settings: Settings, path: Path) -> Iterator[str]:
+    """The key under which the prediction workers find an uploaded image (saved in the home's predictions/):
+    the file itself when the storage is the home, else a copy put in the storage; gone from both afterwards."""
+    key = f"{PREDICTIONS_FOLDER}/{path.name}"
+    try:
+        if not settings.storage_is_home:
+            settings.storage().put_file(path, key)
+        yield key
+    finally:
+        path.unlink(missing_ok=True)
+        if not settings.storage_is_home:
+            settings.storage().delete(key)
+
+
+def run_prediction(celery: Celery, image_key: str, jobs: list[dict],
                    timeout: float = PREDICT_TIMEOUT_SECONDS) -> list[dict]:
     """Ask a prediction worker for every job's probabilities and wait for the answer."""
-    result = celery.send_task(PREDICT_TASK, args=[str(image_path), jobs], queue=PREDICT_QUEUE)
+    result = celery.send_task(PREDICT_TASK, args=[image_key, jobs], queue=PREDICT_QUEUE)
     try:
         return result.get(timeout=timeout)
     except CeleryTimeout:

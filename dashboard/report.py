@@ -57,7 +57,7 @@ def gather(session, settings, benchmark_id: int) -> Report:
     dataset = benchmark.dataset
     labels = [ImageFile(*entry).label for entry in dataset.manifest]
     predictions = {job.id: shown for job in benchmark.jobs if job.summary and "selected_trial" in job.summary
-                   and (shown := trial_predictions(settings.job_artifact_dir(job.id), job.summary["selected_trial"],
+                   and (shown := trial_predictions(settings.storage(), job.id, job.summary["selected_trial"],
                                                    labels)) is not None}
     report = Report(
         benchmark=benchmark_json(benchmark, done, trials, detail=True),

@@ -1,4 +1,5 @@
-"""Scan a folder of labelled images and unpack uploaded zip archives safely."""
+"""Scan a folder of labelled images, unpack uploaded zip archives safely, and keep a dataset in a storage
+other than the home (stored once under its sha256, fetched once per host)."""
 
 import hashlib
 import io
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
+
+from jobs.storage import Storage
 
 IMAGE_SUBSETS = ("train", "validation", "test")
 MACOS_METADATA = "__MACOSX"
@@ -225,3 +228,43 @@ def extract_zip(zip_path: Path, destination: Path, max_total_bytes: int, max_rat
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _dataset_root(destination)
+
+
+# A dataset kept in a storage other than the home: its kept images under datasets/<sha256>/, stored once,
+# with this marker written last, so a dataset without it is not whole.
+STORED_DATASETS_FOLDER = "datasets"
+WHOLE_MARKER = ".whole"
+
+
+class DatasetCorrupt(RuntimeError):
+    """A dataset fetched from the storage does not hash to the sha256 it was registered with."""
+
+
+def stored_dataset_key(sha256: str) -> str:
+    """Where a dataset's images are kept in the storage, relative to its root."""
+    return f"{STORED_DATASETS_FOLDER}/{sha256}"
+
+
+def store_dataset(storage: Storage, scanned: ScannedDataset) -> None:
+    """Put a scanned dataset's kept images in the storage under its sha256; nothing is stored twice."""
+    key = stored_dataset_key(scanned.sha256)
+    if storage.exists(f"{key}/{WHOLE_MARKER}"):
+        return
+    for image in scanned.files:
+        storage.put_file(Path(scanned.root) / image.path, f"{key}/{image.path}")
+    storage.put_bytes(scanned.sha256.encode(), f"{key}/{WHOLE_MARKER}")
+
+
+def fetch_dataset(storage: Storage, dataset: ScannedDataset, cache_root: Path) -> Path:
+    """This host's copy of a stored dataset, under cache_root/datasets/<sha256>: downloaded once per host,
+    checked against its sha256 before it is used."""
+    key = stored_dataset_key(dataset.sha256)
+
+    def hashes_as_registered(folder: Path) -> None:
+        found = scan_dataset(folder).sha256
+        if found != dataset.sha256:
+            raise DatasetCorrupt(f"the dataset fetched from {storage.shown}/{key} hashes to {found}, not "
+                                 f"{dataset.sha256}: its files changed in the storage")
+
+    return storage.fetch_once({f"{key}/{image.path}": image.path for image in dataset.files},
+                              Path(cache_root) / STORED_DATASETS_FOLDER / dataset.sha256, hashes_as_registered)

@@ -8,16 +8,20 @@ for S3); they are never part of a message: `shown` is the URL without them.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
+from filelock import FileLock
 
 PARTIAL_SUFFIX = ".partial"
+# Written last into a local copy that fetch_once made: a folder without it is not whole.
+FETCHED_MARKER = ".fetched"
 # Secrets a store's client reads from the environment: no message of ours may repeat them.
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 # A probe object written, read back and deleted to prove the storage works before any job needs it.
@@ -79,12 +83,22 @@ class Storage:
         else:  # an object store makes a new object visible only once it is complete
             self.fs.put_file(str(source), self.path(key))
 
+    def put_bytes(self, data: bytes, key: str) -> None:
+        """Store a few bytes under `key`, whole."""
+        with tempfile.NamedTemporaryFile() as source:
+            source.write(data)
+            source.flush()
+            self.put_file(Path(source.name), key)
+
     def put_tree(self, folder: Path, prefix: str) -> list[str]:
         """Store every file under `folder` below `prefix`; the keys written, in order."""
         written = []
         for source in sorted(path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()):
             key = f"{prefix.rstrip('/')}/{source.relative_to(folder).as_posix()}"
-            self.put_file(source, key)
+            try:
+                self.put_file(source, key)
+            except Exception as error:  # the client's errors vary by store
+                raise StorageUnusable(f"could not store {key} in {self.shown}: {_one_line(error)}") from None
             written.append(key)
         return written
 
@@ -98,11 +112,32 @@ class Storage:
         finally:
             partial.unlink(missing_ok=True)
 
-    @contextmanager
-    def open(self, key: str) -> Iterator[IO[bytes]]:
-        """Read an object; FileNotFoundError when there is none."""
-        with self.fs.open(self.path(key), "rb") as stream:
-            yield stream
+    def fetch_once(self, files: dict[str, str], target: Path, check: Callable[[Path], None] | None = None) -> Path:
+        """A local copy of some objects (key -> path under `target`), downloaded once per host: one process
+        downloads while the others wait, `check` may refuse the copy, and it is moved into place whole."""
+        if (target / FETCHED_MARKER).is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{target}.lock"):
+            if (target / FETCHED_MARKER).is_file():
+                return target
+            partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
+            try:
+                for key, relative in files.items():
+                    self.get_file(key, partial / relative)
+                if check is not None:
+                    check(partial)
+                (partial / FETCHED_MARKER).touch()
+                shutil.rmtree(target, ignore_errors=True)  # what an interrupted fetch left, without its marker
+                os.replace(partial, target)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+        return target
+
+    def open(self, key: str) -> IO[bytes]:
+        """An object opened for reading (a context manager, or for a caller that closes it, like a streamed
+        HTTP answer); FileNotFoundError when there is none."""
+        return self.fs.open(self.path(key), "rb")
 
     def exists(self, key: str) -> bool:
         """Whether an object is stored under `key`."""
@@ -118,9 +153,9 @@ class Storage:
         return {name[len(base) + 1:]: int(info.get("size") or 0) for name, info in found.items()
                 if info.get("type") == "file" and name.startswith(base + "/") and not name.endswith(PARTIAL_SUFFIX)}
 
-    def delete_tree(self, prefix: str) -> None:
-        """Remove every object below `prefix` (nothing when there is none)."""
-        base = self.path(prefix).rstrip("/")
+    def delete(self, key: str) -> None:
+        """Remove an object, or every object below a prefix (nothing when there is none)."""
+        base = self.path(key).rstrip("/")
         if self.fs.exists(base):
             self.fs.rm(base, recursive=True)
 

@@ -64,9 +64,9 @@ def test_a_folder_is_stored_with_its_sub_folders_and_removed_whole(storage, tmp_
 
     assert written == ["artifacts/job-4/summary.json", "artifacts/job-4/tensorboard/train/events"]
     assert storage.files("artifacts/job-4") == {"summary.json": 2, "tensorboard/train/events": 5}
-    storage.delete_tree("artifacts/job-4")
+    storage.delete("artifacts/job-4")
     assert storage.files("artifacts/job-4") == {}
-    storage.delete_tree("artifacts/job-4")  # nothing left: no error
+    storage.delete("artifacts/job-4")  # nothing left: no error
 
 
 def test_a_missing_object_is_not_found(storage):

@@ -46,15 +46,18 @@ def healthy(url: str) -> bool:
 
 
 @contextmanager
-def running_stack(home: Path, *extra_args: str, database_url: str | None = None):
+def running_stack(home: Path, *extra_args: str, database_url: str | None = None,
+                  environment: dict[str, str] | None = None):
     """`tlbench up` on `home` and a free port, yielding {url, home, process}; SIGTERM at the end.
 
-    Its database is DATABASE_URL=`database_url`, or by default the SQLite file in `home`.
+    Its database is DATABASE_URL=`database_url`, or by default the SQLite file in `home`; `environment` adds
+    variables (REDIS_URL among them: the embedded Redis otherwise).
     """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
     if database_url:
         env["DATABASE_URL"] = database_url
+    env.update(environment or {})
     process = subprocess.Popen([sys.executable, "-m", "tlbench", "up", "--home", str(home), "--port", str(port),
                                 *extra_args],
                                env={**env, "TLBENCH_HOME": str(home)})

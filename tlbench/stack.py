@@ -16,7 +16,7 @@ from kombu.utils.url import maybe_sanitize_url
 from config.settings import TOKEN_ENV, Settings, embedded_redis_socket, ensure_folders
 from dashboard.auth import configured_token
 from dashboard.hosts import ALLOWED_HOSTS_ENV, parse_allowed_hosts
-from dashboard.dataset_registry import dataset_fields
+from dashboard.dataset_registry import dataset_fields, keep_in_storage
 from db import operations as ops
 from db.migrate import upgrade
 from db.session import Database
@@ -126,8 +126,10 @@ def ensure_sample_dataset(settings: Settings, database: Database) -> None:
         root = settings.home / "sample"
         if not root.is_dir():
             write_sample_dataset(root)
+        scanned = scan_dataset(root)
+        keep_in_storage(settings, scanned)
         with database.transaction() as session:
-            ops.add_dataset(session, sample=True, **dataset_fields("Sample shapes", root, False, scan_dataset(root)))
+            ops.add_dataset(session, sample=True, **dataset_fields("Sample shapes", root, False, scanned))
 
 
 def prepare_state(settings: Settings) -> Database:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from config.settings import Liveness, Settings
+from config.settings import Liveness, Settings, job_artifact_key
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
@@ -179,13 +179,20 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
     """Train one claimed attempt (carrying on from the checkpoint only when `resumes`) and record how it ended."""
     with database.transaction() as session:
         pool = session.get(Job, job_id).pool
+
+    def offer(count: int) -> None:
+        enqueue_trial_helpers(app, job_id, attempt, pool, count)
+
+    # Idle workers help with the trials only where they share the job's folder (the storage is the home):
+    # with another storage each host has a folder of its own, so the owner trains every trial itself.
     reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds,
-                                offer=lambda count: enqueue_trial_helpers(app, job_id, attempt, pool, count))
+                                offer=offer if settings.storage_is_home else None)
     try:
         if not resumes:
             remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
         with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             summary = _train(database, settings, job_id, reporter)
+            store_artifacts(settings, job_id)
     except AttemptSuperseded:
         log.warning("job %s: attempt %s was superseded by a newer one; it stopped", job_id, attempt)
         return
@@ -198,6 +205,18 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
     status = JobStatus.CANCELLED if summary.get("cancelled") else JobStatus.SUCCEEDED
     with database.transaction() as session:
         ops.finish_job(session, job_id, attempt, status, summary=summary)
+
+
+def store_artifacts(settings: Settings, job_id: int) -> None:
+    """Put a finished job's artifacts in the storage, when it is not the home, before the job is recorded as
+    finished: the API lists a job's files from there, so none is listed before it is stored. The storage's copy
+    replaces any earlier attempt's whole, and this host's copy goes once it is stored."""
+    if settings.storage_is_home:
+        return
+    storage, folder, key = settings.storage(), settings.job_artifact_dir(job_id), job_artifact_key(job_id)
+    storage.delete(key)
+    storage.put_tree(folder, key)
+    shutil.rmtree(folder)
 
 
 def remove_earlier_attempts(folder: Path, attempt: int) -> None:
@@ -221,23 +240,27 @@ def _train(database: Database, settings: Settings, job_id: int, reporter: Databa
     """Load the job and its dataset, then hand them to jobs/ (which imports Keras)."""
     from jobs.training import run_job
 
-    spec, scanned = _load_job(database, job_id)
+    spec, scanned = _load_job(database, settings, job_id)
     return run_job(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
 
 
-def _load_job(database: Database, job_id: int):
-    """The job's spec and its dataset as jobs/ takes them (jobs.spec.JobSpec, jobs.datasets.ScannedDataset)."""
-    from jobs.datasets import ImageFile, ScannedDataset
+def _load_job(database: Database, settings: Settings, job_id: int):
+    """The job's spec and its dataset as jobs/ takes them (jobs.spec.JobSpec, jobs.datasets.ScannedDataset); the
+    dataset's folder is this host's copy when the storage is not the home."""
+    from jobs.datasets import ImageFile, ScannedDataset, fetch_dataset
     from jobs.spec import JobSpec
 
     with database.transaction() as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.benchmark.dataset_id)
-        return JobSpec.model_validate(job.spec), ScannedDataset(
+        spec, scanned = JobSpec.model_validate(job.spec), ScannedDataset(
             root=Path(dataset.root), classes=list(dataset.classes),
             files=[ImageFile(*entry) for entry in dataset.manifest],
             counts=dict(dataset.counts), skipped=list(dataset.skipped), sha256=dataset.sha256,
         )
+    if not settings.storage_is_home:
+        scanned.root = fetch_dataset(settings.storage(), scanned, settings.cache_root)
+    return spec, scanned
 
 
 def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Settings) -> None:
@@ -255,7 +278,7 @@ def help_with_trials(job_id: int, attempt: int, worker_name: str, settings: Sett
             if not ops.has_trials_to_take(session, job_id, attempt):
                 log.info("job %s: attempt %s has no trial left to take; skipping", job_id, attempt)
                 return
-        spec, scanned = _load_job(database, job_id)
+        spec, scanned = _load_job(database, settings, job_id)
         with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             run_trials(spec, scanned, settings.job_artifact_dir(job_id), settings.cache_root, reporter)
     except AttemptSuperseded:

@@ -1,9 +1,8 @@
 """Celery tasks: thin wrappers that hand ids and paths to the code that does the work."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from worker.celery_app import celery_app, worker_settings
+from worker.files import local_image, model_folder
 from worker.queues import PREDICT_TASK, TRAIN_TASK, TRIALS_TASK
 from worker.runner import help_with_trials, run_job_by_id
 
@@ -21,10 +20,12 @@ def train_trials(self, job_id: int, attempt: int) -> None:
 
 
 @celery_app.task(name=PREDICT_TASK, ignore_result=False, acks_late=False)
-def predict(image_path: str, jobs: list[dict]) -> list[dict]:
-    """Predict one image with each listed job's model ({"job_id", "backbone"} each)."""
+def predict(image_key: str, jobs: list[dict]) -> list[dict]:
+    """Predict the image stored under `image_key` with each listed job's model ({"job_id", "attempt", "backbone"}
+    each)."""
     from jobs.predict import predict_image  # Keras loads here, in the worker's child, never in its parent
 
-    return [{"job_id": job["job_id"], "backbone": job["backbone"],
-             **predict_image(worker_settings.job_artifact_dir(job["job_id"]), Path(image_path))}
-            for job in jobs]
+    with local_image(worker_settings, image_key) as image:
+        return [{"job_id": job["job_id"], "backbone": job["backbone"],
+                 **predict_image(model_folder(worker_settings, job["job_id"], job["attempt"]), image)}
+                for job in jobs]
