@@ -90,17 +90,12 @@ class Storage:
             source.flush()
             self.put_file(Path(source.name), key)
 
-    def put_tree(self, folder: Path, prefix: str) -> list[str]:
-        """Store every file under `folder` below `prefix`; the keys written, in order."""
-        written = []
-        for source in sorted(path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()):
-            key = f"{prefix.rstrip('/')}/{source.relative_to(folder).as_posix()}"
-            try:
-                self.put_file(source, key)
-            except Exception as error:  # the client's errors vary by store
-                raise StorageUnusable(f"could not store {key} in {self.shown}: {_one_line(error)}") from None
-            written.append(key)
-        return written
+    def get_tree(self, prefix: str, folder: Path) -> list[str]:
+        """Copy every object below `prefix` into `folder` (each file moved into place whole); the names copied."""
+        names = sorted(self.files(prefix))
+        for name in names:
+            self.get_file(f"{prefix.rstrip('/')}/{name}", folder / name)
+        return names
 
     def get_file(self, key: str, target: Path) -> None:
         """Copy an object to a local file, moved into place whole."""
@@ -172,6 +167,47 @@ class Storage:
             self.fs.rm_file(self.path(key))
         except Exception as error:  # the client's errors vary by store: any of them means "can't use it"
             raise StorageUnusable(f"cannot read and write the storage {self.shown}: {_one_line(error)}") from None
+
+
+class FolderMirror:
+    """Keeps a local folder's copy in a storage up to date as the folder changes (a running job's checkpoint,
+    for a worker on another host to resume from): each sync stores the files that changed since the last one,
+    the state files last, so a stored state never names a file not stored yet, and drops the ones that went."""
+
+    def __init__(self, storage: Storage, folder: Path, prefix: str, state_names: tuple[str, ...]):
+        self.storage, self.folder, self.prefix = storage, Path(folder), prefix.rstrip("/")
+        self.state_names = state_names
+        self.stored: dict[str, tuple[int, int]] = {}  # name -> (size, modified) as last stored
+
+    def sync(self, prune: bool = False) -> None:
+        """Store what changed, state files last; then remove what this mirror stored and the folder no longer has
+        (with `prune`, every stored file the folder does not have, whoever stored it)."""
+        now = self._signatures()
+        if prune:
+            self.stored.update({name: (-1, -1) for name in self.storage.files(self.prefix) if name not in self.stored})
+        changed = [name for name, signature in now.items() if self.stored.get(name) != signature]
+        for name in sorted(changed, key=lambda name: (Path(name).name in self.state_names, name)):
+            key = f"{self.prefix}/{name}"
+            try:
+                self.storage.put_file(self.folder / name, key)
+            except Exception as error:  # the client's errors vary by store
+                raise StorageUnusable(f"could not store {key} in {self.storage.shown}: {_one_line(error)}") from None
+            self.stored[name] = now[name]
+        for name in [name for name in self.stored if name not in now]:
+            self.storage.delete(f"{self.prefix}/{name}")
+            del self.stored[name]
+
+    def _signatures(self) -> dict[str, tuple[int, int]]:
+        """Each file under the folder (relative name) with its size and modification time."""
+        found = {}
+        for path in self.folder.rglob("*"):
+            if path.is_file() and not path.is_symlink() and not path.name.endswith(PARTIAL_SUFFIX):
+                try:
+                    status = path.stat()
+                except FileNotFoundError:  # went while listed: the next sync drops its stored copy
+                    continue
+                found[path.relative_to(self.folder).as_posix()] = (status.st_size, status.st_mtime_ns)
+        return found
 
 
 def _one_line(error: Exception) -> str:

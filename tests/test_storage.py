@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from jobs.storage import Storage, StorageUnusable, scrubbed, shown_url
+from jobs.storage import FolderMirror, Storage, StorageUnusable, scrubbed, shown_url
 from testsupport.s3 import create_bucket, s3_server
 
 BUCKET = "tlbench-test"
@@ -54,19 +54,41 @@ def test_a_file_stored_under_a_key_reads_back_lists_and_downloads_whole(storage,
     assert [path.name for path in (tmp_path / "copy").iterdir()] == ["model.keras"]  # no partial file left
 
 
-def test_a_folder_is_stored_with_its_sub_folders_and_removed_whole(storage, tmp_path):
+def test_a_mirrored_folder_stores_what_changed_state_files_last_and_drops_what_went(storage, tmp_path):
     folder = tmp_path / "job"
-    (folder / "tensorboard" / "train").mkdir(parents=True)
-    (folder / "summary.json").write_text("{}")
-    (folder / "tensorboard" / "train" / "events").write_bytes(b"12345")
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "checkpoint" / "epoch-1.weights.h5").write_bytes(b"1" * 10)
+    (folder / "checkpoint" / "state.json").write_text('{"latest": "epoch-1.weights.h5"}')
+    stored_in_order = []
+    original_put = storage.put_file
+    storage.put_file = lambda source, key: (stored_in_order.append(key), original_put(source, key))
+    mirror = FolderMirror(storage, folder, "artifacts/job-4", state_names=("state.json",))
 
-    written = storage.put_tree(folder, "artifacts/job-4")
+    mirror.sync()
+    (folder / "checkpoint" / "epoch-1.weights.h5").unlink()
+    (folder / "checkpoint" / "epoch-2.weights.h5").write_bytes(b"2" * 20)
+    (folder / "checkpoint" / "state.json").write_text('{"latest": "epoch-2.weights.h5"}')
+    mirror.sync()
 
-    assert written == ["artifacts/job-4/summary.json", "artifacts/job-4/tensorboard/train/events"]
-    assert storage.files("artifacts/job-4") == {"summary.json": 2, "tensorboard/train/events": 5}
-    storage.delete("artifacts/job-4")
-    assert storage.files("artifacts/job-4") == {}
-    storage.delete("artifacts/job-4")  # nothing left: no error
+    assert stored_in_order == ["artifacts/job-4/checkpoint/epoch-1.weights.h5", "artifacts/job-4/checkpoint/state.json",
+                               "artifacts/job-4/checkpoint/epoch-2.weights.h5", "artifacts/job-4/checkpoint/state.json"]
+    assert storage.files("artifacts/job-4") == {"checkpoint/epoch-2.weights.h5": 20, "checkpoint/state.json": 32}
+
+
+def test_a_pruning_sync_leaves_exactly_the_folder_whoever_stored_the_rest(storage, tmp_path):
+    storage.put_bytes(b"left by a worker that died", "artifacts/job-6/checkpoint/epoch-9.weights.h5")
+    folder = tmp_path / "job"
+    (folder / "tensorboard").mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"m" * 5)
+    (folder / "tensorboard" / "events").write_bytes(b"e" * 3)
+
+    FolderMirror(storage, folder, "artifacts/job-6", state_names=()).sync(prune=True)
+
+    assert storage.files("artifacts/job-6") == {"model.keras": 5, "tensorboard/events": 3}
+    storage.get_tree("artifacts/job-6", tmp_path / "copy")
+    assert (tmp_path / "copy" / "tensorboard" / "events").read_bytes() == b"e" * 3
+    storage.delete("artifacts/job-6")
+    assert storage.files("artifacts/job-6") == {}
 
 
 def test_a_missing_object_is_not_found(storage):

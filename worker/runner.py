@@ -26,8 +26,9 @@ from config.settings import Liveness, Settings, job_artifact_key
 from db import operations as ops
 from db.models import Dataset, Job, JobStatus
 from db.session import Database
-from jobs.checkpoint import CHECKPOINT_FOLDER
-from jobs.training import AttemptSuperseded  # Keras is imported only once a job runs
+from jobs.checkpoint import CHECKPOINT_FOLDER, STATE_FILE
+from jobs.storage import FolderMirror
+from jobs.training import TRIAL_OUTCOME, AttemptSuperseded  # Keras is imported only once a job runs
 from worker.queues import enqueue_trial_helpers
 from worker.recovery import send_again
 
@@ -45,9 +46,12 @@ class DatabaseReporter:
 
     def __init__(self, database: Database, job_id: int, attempt: int, worker: str | None = None,
                  silent_after_seconds: float = Liveness.job_lost_after_seconds,
-                 offer: Callable[[int], None] | None = None):
+                 offer: Callable[[int], None] | None = None, keep_checkpoint: Callable[[], None] | None = None):
         self.database, self.job_id, self.attempt = database, job_id, attempt
         self.worker, self.silent_after, self.offer = worker, timedelta(seconds=silent_after_seconds), offer
+        # Called once an epoch's checkpoint is written, before the epoch is recorded: where the storage is not
+        # the home, it stores the job's folder for a worker on another host to resume from.
+        self.keep_checkpoint = keep_checkpoint or (lambda: None)
         self.lost_ownership = False
 
     def resume_from(self, rows: dict) -> None:
@@ -57,13 +61,15 @@ class DatabaseReporter:
         self._stop_unless(owned)
 
     def record_epochs(self, epoch: int, rows: dict[int, dict]) -> None:
-        """Write the epoch's row of each trial named (one short transaction per epoch)."""
+        """Write the epoch's row of each trial named (one short transaction per epoch), once its checkpoint is kept."""
+        self.keep_checkpoint()
         with self.database.transaction() as session:
             owned = ops.record_epochs(session, self.job_id, self.attempt, epoch, rows)
         self._stop_unless(owned)
 
     def record_trials(self, results: list[dict]) -> None:
-        """Store the trials' results."""
+        """Store the trials' results, once the files they name are kept."""
+        self.keep_checkpoint()
         with self.database.transaction() as session:
             owned = ops.record_trials(session, self.job_id, self.attempt, results)
         self._stop_unless(owned)
@@ -185,14 +191,16 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
 
     # Idle workers help with the trials only where they share the job's folder (the storage is the home):
     # with another storage each host has a folder of its own, so the owner trains every trial itself.
-    reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds,
-                                offer=offer if settings.storage_is_home else None)
     try:
         if not resumes:
             remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
+        mirror = _mirror_in_storage(settings, job_id, resumes)
+        reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds,
+                                    offer=offer if settings.storage_is_home else None,
+                                    keep_checkpoint=mirror and mirror.sync)
         with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             summary = _train(database, settings, job_id, reporter)
-            store_artifacts(settings, job_id)
+            store_artifacts(mirror)
     except AttemptSuperseded:
         log.warning("job %s: attempt %s was superseded by a newer one; it stopped", job_id, attempt)
         return
@@ -207,16 +215,27 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
         ops.finish_job(session, job_id, attempt, status, summary=summary)
 
 
-def store_artifacts(settings: Settings, job_id: int) -> None:
-    """Put a finished job's artifacts in the storage, when it is not the home, before the job is recorded as
-    finished: the API lists a job's files from there, so none is listed before it is stored. The storage's copy
-    replaces any earlier attempt's whole, and this host's copy goes once it is stored."""
+def _mirror_in_storage(settings: Settings, job_id: int, resumes: bool) -> FolderMirror | None:
+    """Where the storage is not the home, the job's folder as its storage copy has it (for a resumed attempt,
+    which may run on another host than the one that died), kept in step from now on; None otherwise."""
     if settings.storage_is_home:
-        return
+        return None
     storage, folder, key = settings.storage(), settings.job_artifact_dir(job_id), job_artifact_key(job_id)
-    storage.delete(key)
-    storage.put_tree(folder, key)
-    shutil.rmtree(folder)
+    if resumes:  # the stored copy is the one that matches the recorded epochs, whichever host wrote it
+        shutil.rmtree(folder, ignore_errors=True)
+        storage.get_tree(key, folder)
+    else:
+        storage.delete(key)  # an earlier attempt's files: nothing of them may be resumed
+    return FolderMirror(storage, folder, key, state_names=(STATE_FILE, TRIAL_OUTCOME))
+
+
+def store_artifacts(mirror: FolderMirror | None) -> None:
+    """Bring a finished job's copy in the storage (when it is not the home) to exactly its artifacts, before the
+    job is recorded as finished: the API lists a job's files from there, so none is listed before it is stored.
+    This host's copy goes once it is stored."""
+    if mirror is not None:
+        mirror.sync(prune=True)
+        shutil.rmtree(mirror.folder)
 
 
 def remove_earlier_attempts(folder: Path, attempt: int) -> None:
