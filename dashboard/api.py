@@ -56,6 +56,7 @@ from db.models import Benchmark, Dataset, Job, JobStatus
 from jobs.backbones import BACKBONES, SEED_BACKBONES
 from jobs.datasets import ImageFile
 from jobs.splits import split_indices, split_problem
+from jobs.storage import scrubbed
 from worker.queues import enqueue_training
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -526,12 +527,13 @@ def _artifact_dir(job_id: int) -> Path:
 
 
 @api.get("/jobs/<id:job_id>/artifacts")
-@documented(responses={200: "Every file in the job's artifact folder", 404: "No such job"})
+@documented(responses={200: "Every file in the job's artifact folder", 404: "No such job",
+                       503: "The storage did not answer"})
 def list_artifacts(job_id: int):
     """List a job's artifact files with their sizes; one that goes while listed (a checkpoint rotating) is left out."""
     folder = _artifact_dir(job_id)
     if not settings().storage_is_home:  # the files a finished job stored there
-        stored = settings().storage().files(job_artifact_key(job_id))
+        stored = _from_storage(lambda storage: storage.files(job_artifact_key(job_id)))
         return jsonify(artifacts=[{"name": name, "bytes": size} for name, size in sorted(stored.items())])
     found = []
     # os.walk skips a folder that vanishes under it (its default ignores listing errors); links are not followed.
@@ -557,7 +559,7 @@ def _is_artifact(folder: Path, path: Path) -> bool:
 
 
 @api.get("/jobs/<id:job_id>/artifacts/<path:name>")
-@documented(responses={200: "The file", 404: "No such job or file"})
+@documented(responses={200: "The file", 404: "No such job or file", 503: "The storage did not answer"})
 def download_artifact(job_id: int, name: str):
     """Download one artifact; names outside the job's folder are not found."""
     folder = _artifact_dir(job_id)
@@ -573,14 +575,24 @@ def download_artifact(job_id: int, name: str):
 
 def _download_stored_artifact(job_id: int, name: str):
     """Stream one of the files a finished job stored in the storage; only names it lists are found."""
-    storage, key = settings().storage(), job_artifact_key(job_id)
-    stored = storage.files(key)
+    key = job_artifact_key(job_id)
+    stored = _from_storage(lambda storage: storage.files(key))
     if not stored:
         raise HttpNotFound(f"job {job_id} has no artifacts yet")
     if name not in stored:
         raise ApiError(f"name: {name!r} is not an artifact of job {job_id}", "name", status=HttpNotFound.code)
-    return send_file(storage.open(f"{key}/{name}"), download_name=PurePosixPath(name).name,
-                     as_attachment=True)
+    stream = _from_storage(lambda storage: storage.open(f"{key}/{name}"))
+    return send_file(stream, download_name=PurePosixPath(name).name, as_attachment=True)
+
+
+def _from_storage(read):
+    """What `read` gets from the storage; a 503 naming the storage when it does not answer."""
+    storage = settings().storage()
+    try:
+        return read(storage)
+    except Exception as error:  # each store's client raises its own errors
+        raise ApiError(f"the storage {storage.shown} did not answer: {scrubbed(' '.join(str(error).split()))}",
+                       status=503) from None
 
 
 @api.get("/openapi.json")

@@ -69,9 +69,9 @@ def _answers(url: str) -> bool:
 @pytest.fixture(scope="module")
 def s3_environment():
     """The object store's address and credentials, with the bucket made."""
-    with s3_server() as environment:
-        create_bucket(environment, BUCKET)
-        yield environment
+    with s3_server() as server:
+        create_bucket(server.environment, BUCKET)
+        yield server.environment
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,26 @@ def test_a_job_whose_worker_was_killed_resumes_on_another_host_from_the_stored_c
         kill_every_process_of(worker_a)
         if worker_b is not None:
             stop(worker_b, log_b)
+
+
+def test_a_store_that_stops_mid_job_fails_the_job_naming_the_file_and_no_artifact_is_listed(tmp_path):
+    with s3_server() as server:
+        create_bucket(server.environment, BUCKET)
+        environment = {**server.environment, "TLBENCH_STORAGE": f"s3://{BUCKET}/failing"}
+        with running_stack(tmp_path / "home", environment=environment) as stack:
+            url = stack["url"]
+            dataset = upload_dataset(url, make_image_folder(tmp_path / "faces", classes=2, per_class=10))
+            benchmark_id = submit(url, dataset["id"], "default", RESUMABLE_JOB)
+            job_id = requests.get(f"{url}/api/v1/benchmarks/{benchmark_id}", timeout=10).json()["jobs"][0]["id"]
+            wait_until(lambda: requests.get(f"{url}/api/v1/jobs/{job_id}", timeout=10).json()["epochs_done"] >= 2,
+                       JOB_SECONDS, "the job to reach epoch 2", interval=0.2)
+            server.stop()  # the store goes down while the job trains
+
+            job = wait_until(lambda: (state := requests.get(f"{url}/api/v1/jobs/{job_id}", timeout=10).json())[
+                "status"] not in ("queued", "running") and state, JOB_SECONDS, "the job to end")
+            assert job["status"] == "failed"
+            assert job["error"].startswith(f"StorageUnusable: could not store artifacts/job-{job_id}/"), job["error"]
+            assert f"in s3://{BUCKET}/failing: " in job["error"]
+            listed = requests.get(f"{url}/api/v1/jobs/{job_id}/artifacts", timeout=30)
+            assert listed.status_code == 503 and listed.json()["error"].startswith(
+                f"the storage s3://{BUCKET}/failing did not answer: ")

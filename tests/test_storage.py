@@ -18,9 +18,9 @@ BUCKET = "tlbench-test"
 @pytest.fixture(scope="module")
 def s3_environment():
     """The server's address and credentials, with one bucket made."""
-    with s3_server() as environment:
-        create_bucket(environment, BUCKET)
-        yield environment
+    with s3_server() as server:
+        create_bucket(server.environment, BUCKET)
+        yield server.environment
 
 
 @pytest.fixture
@@ -140,3 +140,32 @@ def test_a_worker_that_cannot_write_its_storage_stops_at_start_saying_why(tmp_pa
     assert result.stderr.startswith("tlbench: cannot read and write the storage s3://no-such-bucket/tlbench: "), \
         result.stderr
     assert "started" not in result.stdout and s3_environment["AWS_SECRET_ACCESS_KEY"] not in result.stderr
+
+
+@pytest.fixture
+def object_store_client(settings, s3_client_environment):
+    """The web app with an object store for its storage, whose secret is in the environment."""
+    import dataclasses
+
+    from dashboard import create_app
+
+    app = create_app({"TESTING": True, "TLBENCH_SETTINGS": dataclasses.replace(
+        settings, storage_url=f"s3://{BUCKET}/web-{uuid.uuid4().hex[:8]}")})
+    yield app.test_client()
+    app.extensions["tlbench.database"].dispose()
+
+
+def test_a_storage_named_in_a_request_body_is_refused(object_store_client):
+    benchmark = object_store_client.post("/api/v1/benchmarks", json={
+        "dataset": 1, "backbones": ["VGG16"], "storage": f"s3://{BUCKET}/elsewhere"})
+    assert benchmark.status_code == 400 and benchmark.json["field"] == "storage"
+    dataset = object_store_client.post("/api/v1/datasets", json={"path": f"s3://{BUCKET}/faces"})
+    assert dataset.status_code == 400 and dataset.json["field"] == "path"
+
+
+def test_no_answer_of_the_api_carries_the_storage_credentials(object_store_client, s3_client_environment):
+    secret, key_id = s3_client_environment["AWS_SECRET_ACCESS_KEY"], s3_client_environment["AWS_ACCESS_KEY_ID"]
+    for route in ("/api/v1/health", "/api/v1/workers", "/api/v1/datasets", "/api/v1/benchmarks",
+                  "/api/v1/backbones", "/api/v1/openapi.json", "/api/v1/jobs/1/artifacts"):
+        body = object_store_client.get(route).get_data(as_text=True)
+        assert secret not in body and key_id not in body, route

@@ -12,16 +12,32 @@ from testsupport.stack import free_port
 REGION = "us-east-1"
 
 
+class S3Server:
+    """One running server, and the environment a client needs to reach it (endpoint, region, credentials)."""
+
+    def __init__(self):
+        port = free_port()
+        self.environment = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": REGION,
+                            "AWS_ACCESS_KEY_ID": "tlbench-test-key",
+                            "AWS_SECRET_ACCESS_KEY": "tlbench-test-secret-d41d8cd9"}
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop answering (what a store that went down does); harmless when stopped already."""
+        if self.running:
+            self._server.stop()
+            self.running = False
+
+
 @contextmanager
-def s3_server() -> Iterator[dict[str, str]]:
-    """Start the server; yield the environment a client needs to reach it (endpoint, region, credentials)."""
+def s3_server() -> Iterator[S3Server]:
+    """A server for the block, stopped at its end."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = S3Server()
     try:
-        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": REGION,
-               "AWS_ACCESS_KEY_ID": "tlbench-test-key", "AWS_SECRET_ACCESS_KEY": "tlbench-test-secret-d41d8cd9"}
+        yield server
     finally:
         server.stop()
 
