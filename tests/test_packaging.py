@@ -143,10 +143,20 @@ def compose_command() -> list[str] | None:
 
 
 @pytest.mark.skipif(compose_command() is None, reason="neither docker compose nor docker-compose is installed")
-def test_docker_compose_file_validates():
-    result = subprocess.run([*compose_command(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+@pytest.mark.parametrize("profiles", [[], ["--profile", "postgres"], ["--profile", "minio"]])
+def test_docker_compose_file_validates(profiles):
+    result = subprocess.run([*compose_command(), "-f", str(ROOT / "docker-compose.yml"), *profiles, "config", "-q"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_minio_is_optional_and_its_credentials_come_from_the_shell_only():
+    services = compose()["services"]
+    assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["minio"]
+    for name in ("TLBENCH_STORAGE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        # No value in the file: passed on from the shell when set there, unset otherwise; no secret is written here.
+        assert services["web"]["environment"][name] is None and services["worker"]["environment"][name] is None
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == "${AWS_SECRET_ACCESS_KEY:-}"
 
 
 def compose() -> dict:
