@@ -191,6 +191,7 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
 
     # Idle workers help with the trials only where they share the job's folder (the storage is the home):
     # with another storage each host has a folder of its own, so the owner trains every trial itself.
+    mirror = None
     try:
         if not resumes:
             remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
@@ -206,6 +207,7 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
         return
     except Exception as error:
         log.exception("job %s failed", job_id)
+        _store_what_a_failed_job_left(mirror, job_id)
         with database.transaction() as session:
             ops.finish_job(session, job_id, attempt, JobStatus.FAILED, error=_describe(error),
                            traceback=traceback.format_exc()[-TRACEBACK_TAIL_CHARS:])
@@ -236,6 +238,15 @@ def store_artifacts(mirror: FolderMirror | None) -> None:
     if mirror is not None:
         mirror.sync(prune=True)
         shutil.rmtree(mirror.folder)
+
+
+def _store_what_a_failed_job_left(mirror: FolderMirror | None, job_id: int) -> None:
+    """Make the store hold what a failed job's folder holds (its checkpoint is gone: a retry starts over), as
+    this host's folder does where the storage is the home; the store may be what failed, so only log."""
+    try:
+        store_artifacts(mirror)
+    except Exception:
+        log.exception("job %s: the files it left could not be stored", job_id)
 
 
 def remove_earlier_attempts(folder: Path, attempt: int) -> None:
