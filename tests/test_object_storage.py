@@ -13,13 +13,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import boto3
 import psutil
 import pytest
 import requests
 
 from testsupport.images import make_image_folder, small_png
-from testsupport.s3 import create_bucket, s3_server
+from testsupport.s3 import create_bucket, s3_client, s3_server
 from testsupport.stack import finished_benchmark, free_port, running_stack, upload_dataset, wait_until
 
 BUCKET = "tlbench-e2e"
@@ -134,11 +133,7 @@ def kill_every_process_of(process: subprocess.Popen) -> None:
 
 def stored_object(s3_environment: dict, key: str) -> bytes:
     """An object's bytes, read straight from the store."""
-    client = boto3.client("s3", endpoint_url=s3_environment["AWS_ENDPOINT_URL"],
-                          region_name=s3_environment["AWS_DEFAULT_REGION"],
-                          aws_access_key_id=s3_environment["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=s3_environment["AWS_SECRET_ACCESS_KEY"])
-    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return s3_client(s3_environment).get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
 def submit(url: str, dataset_id: int, pool: str, job: dict) -> int:

@@ -42,10 +42,16 @@ def s3_server() -> Iterator[S3Server]:
         server.stop()
 
 
-def create_bucket(environment: dict[str, str], name: str) -> None:
-    """Create a bucket on the server `environment` points to."""
+def s3_client(environment: dict[str, str]):
+    """A plain S3 client of the server `environment` points to, to look at the store from outside tlbench."""
     import boto3
 
-    boto3.client("s3", endpoint_url=environment["AWS_ENDPOINT_URL"], region_name=environment["AWS_DEFAULT_REGION"],
-                 aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=name)
+    return boto3.client("s3", endpoint_url=environment["AWS_ENDPOINT_URL"],
+                        region_name=environment["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
+
+
+def create_bucket(environment: dict[str, str], name: str) -> None:
+    """Create a bucket on the server `environment` points to."""
+    s3_client(environment).create_bucket(Bucket=name)
