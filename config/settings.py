@@ -15,6 +15,7 @@ from jobs.storage import Storage, is_object_store
 TOKEN_ENV = "TLBENCH_TOKEN"
 DEFAULT_HOME = "~/.tlbench"
 ARTIFACTS_FOLDER = "artifacts"
+DEFAULT_CHECKPOINT_STORE_SECONDS = 60.0
 DEFAULT_MAX_UPLOAD_MB = 1024
 # A Unix socket path must fit in 108 bytes; a deep home gets its socket in the temp folder.
 MAX_SOCKET_PATH = 100
@@ -57,6 +58,9 @@ class Settings:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_GB * 2**30
     # Where datasets and artifacts are kept (TLBENCH_STORAGE): the home itself, or an object store's URL.
     storage_url: str = ""
+    # With a storage other than the home, a running job's checkpoint is stored at most this often
+    # (TLBENCH_CHECKPOINT_STORE_SECONDS): a job resumed on another host goes back at most this long.
+    checkpoint_store_seconds: float = DEFAULT_CHECKPOINT_STORE_SECONDS
 
     def storage(self) -> Storage:
         """The storage of datasets and artifacts (jobs/storage.py); the home when TLBENCH_STORAGE is unset."""
@@ -111,6 +115,7 @@ def load_settings(environ: dict | None = None) -> Settings:
         # The workers read the same variable through jobs/ (which imports nothing of ours).
         cache_max_bytes=cache_max_bytes(env),
         storage_url=env.get("TLBENCH_STORAGE") or str(home),
+        checkpoint_store_seconds=float(env.get("TLBENCH_CHECKPOINT_STORE_SECONDS") or DEFAULT_CHECKPOINT_STORE_SECONDS),
     )
 
 

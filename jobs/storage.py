@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -118,8 +119,11 @@ class Storage:
                 return target
             partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
             try:
-                for key, relative in files.items():
-                    self.get_file(key, partial / relative)
+                targets = [partial / relative for relative in files.values()]
+                for folder in {target.parent for target in targets}:
+                    folder.mkdir(parents=True, exist_ok=True)
+                # One call for every file: an object store's client fetches them concurrently.
+                self.fs.get([self.path(key) for key in files], [str(target) for target in targets])
                 if check is not None:
                     check(partial)
                 (partial / FETCHED_MARKER).touch()
@@ -174,28 +178,43 @@ class FolderMirror:
     for a worker on another host to resume from): each sync stores the files that changed since the last one,
     the state files last, so a stored state never names a file not stored yet, and drops the ones that went."""
 
-    def __init__(self, storage: Storage, folder: Path, prefix: str, state_names: tuple[str, ...]):
+    def __init__(self, storage: Storage, folder: Path, prefix: str, state_names: tuple[str, ...],
+                 every_seconds: float = 0.0):
         self.storage, self.folder, self.prefix = storage, Path(folder), prefix.rstrip("/")
-        self.state_names = state_names
+        self.state_names, self.every_seconds = state_names, every_seconds
         self.stored: dict[str, tuple[int, int]] = {}  # name -> (size, modified) as last stored
+        # time.monotonic() of the last sync, or of the start: a job shorter than every_seconds stores nothing
+        # before its end (resumed elsewhere, it starts over, having lost less than that).
+        self.synced_at = time.monotonic()
+
+    def sync_if_due(self) -> None:
+        """Sync once `every_seconds` have passed since the last sync (or the start): a checkpoint's upload costs
+        bandwidth, and a job resumed from the store goes back at most that long."""
+        if time.monotonic() - self.synced_at >= self.every_seconds:
+            self.sync()
 
     def sync(self, prune: bool = False) -> None:
         """Store what changed, state files last; then remove what this mirror stored and the folder no longer has
-        (with `prune`, every stored file the folder does not have, whoever stored it)."""
-        now = self._signatures()
-        if prune:
-            self.stored.update({name: (-1, -1) for name in self.storage.files(self.prefix) if name not in self.stored})
-        changed = [name for name, signature in now.items() if self.stored.get(name) != signature]
-        for name in sorted(changed, key=lambda name: (Path(name).name in self.state_names, name)):
-            key = f"{self.prefix}/{name}"
-            try:
+        (with `prune`, every stored file the folder does not have, whoever stored it). StorageUnusable, naming the
+        file (or the folder, while listing it) and the store's answer, when the store fails."""
+        key = f"{self.prefix}/"
+        try:
+            now = self._signatures()
+            if prune:
+                self.stored.update({name: (-1, -1) for name in self.storage.files(self.prefix)
+                                    if name not in self.stored})
+            changed = [name for name, signature in now.items() if self.stored.get(name) != signature]
+            for name in sorted(changed, key=lambda name: (Path(name).name in self.state_names, name)):
+                key = f"{self.prefix}/{name}"
                 self.storage.put_file(self.folder / name, key)
-            except Exception as error:  # the client's errors vary by store
-                raise StorageUnusable(f"could not store {key} in {self.storage.shown}: {_one_line(error)}") from None
-            self.stored[name] = now[name]
-        for name in [name for name in self.stored if name not in now]:
-            self.storage.delete(f"{self.prefix}/{name}")
-            del self.stored[name]
+                self.stored[name] = now[name]
+            for name in [name for name in self.stored if name not in now]:
+                key = f"{self.prefix}/{name}"
+                self.storage.delete(key)
+                del self.stored[name]
+        except Exception as error:  # the client's errors vary by store
+            raise StorageUnusable(f"could not store {key} in {self.storage.shown}: {_one_line(error)}") from None
+        self.synced_at = time.monotonic()
 
     def _signatures(self) -> dict[str, tuple[int, int]]:
         """Each file under the folder (relative name) with its size and modification time."""

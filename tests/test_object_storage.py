@@ -80,7 +80,9 @@ def host_a(tmp_path_factory, request, network_redis, s3_environment):
     database_url = request.getfixturevalue("postgres").create_database()
     prefix = f"run-{uuid.uuid4().hex[:8]}"
     environment = {**s3_environment, "TLBENCH_STORAGE": f"s3://{BUCKET}/{prefix}", "REDIS_URL": network_redis,
-                   "DATABASE_URL": database_url, "TLBENCH_JOB_LOST_AFTER": str(LOST_AFTER_SECONDS)}
+                   "DATABASE_URL": database_url, "TLBENCH_JOB_LOST_AFTER": str(LOST_AFTER_SECONDS),
+                   # Every epoch's checkpoint goes to the store, so the killed job's is there by epoch 2.
+                   "TLBENCH_CHECKPOINT_STORE_SECONDS": "0"}
     home = tmp_path_factory.mktemp("host-a")
     images = make_image_folder(tmp_path_factory.mktemp("images") / "faces", classes=2, per_class=10)
     with running_stack(home, "--gpus", "none", "--workers", "0", database_url=database_url,

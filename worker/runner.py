@@ -50,7 +50,7 @@ class DatabaseReporter:
         self.database, self.job_id, self.attempt = database, job_id, attempt
         self.worker, self.silent_after, self.offer = worker, timedelta(seconds=silent_after_seconds), offer
         # Called once an epoch's checkpoint is written, before the epoch is recorded: where the storage is not
-        # the home, it stores the job's folder for a worker on another host to resume from.
+        # the home, it stores the job's folder (every so often) for a worker on another host to resume from.
         self.keep_checkpoint = keep_checkpoint or (lambda: None)
         self.lost_ownership = False
 
@@ -198,7 +198,7 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
         mirror = _mirror_in_storage(settings, job_id, resumes)
         reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds,
                                     offer=offer if settings.storage_is_home else None,
-                                    keep_checkpoint=mirror and mirror.sync)
+                                    keep_checkpoint=mirror and mirror.sync_if_due)
         with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             summary = _train(database, settings, job_id, reporter)
             store_artifacts(mirror)
@@ -228,7 +228,8 @@ def _mirror_in_storage(settings: Settings, job_id: int, resumes: bool) -> Folder
         storage.get_tree(key, folder)
     else:
         storage.delete(key)  # an earlier attempt's files: nothing of them may be resumed
-    return FolderMirror(storage, folder, key, state_names=(STATE_FILE, TRIAL_OUTCOME))
+    return FolderMirror(storage, folder, key, state_names=(STATE_FILE, TRIAL_OUTCOME),
+                        every_seconds=settings.checkpoint_store_seconds)
 
 
 def store_artifacts(mirror: FolderMirror | None) -> None:
