@@ -230,10 +230,10 @@ def extract_zip(zip_path: Path, destination: Path, max_total_bytes: int, max_rat
     return _dataset_root(destination)
 
 
-# A dataset kept in a storage other than the home: its kept images under datasets/<sha256>/, stored once,
-# with this marker written last, so a dataset without it is not whole.
+# A dataset kept in a storage other than the home: its kept images in one archive under its sha256 (one object
+# to store and fetch, however many images; stored as they are, since images are compressed already).
 STORED_DATASETS_FOLDER = "datasets"
-WHOLE_MARKER = ".whole"
+ARCHIVE_NAME = "dataset.zip"
 
 
 class DatasetCorrupt(RuntimeError):
@@ -241,30 +241,38 @@ class DatasetCorrupt(RuntimeError):
 
 
 def stored_dataset_key(sha256: str) -> str:
-    """Where a dataset's images are kept in the storage, relative to its root."""
-    return f"{STORED_DATASETS_FOLDER}/{sha256}"
+    """Where a dataset's archive is kept in the storage, relative to its root."""
+    return f"{STORED_DATASETS_FOLDER}/{sha256}.zip"
 
 
 def store_dataset(storage: Storage, scanned: ScannedDataset) -> None:
-    """Put a scanned dataset's kept images in the storage under its sha256; nothing is stored twice."""
+    """Put a scanned dataset's kept images in the storage, one archive under its sha256; nothing is stored twice."""
     key = stored_dataset_key(scanned.sha256)
-    if storage.exists(f"{key}/{WHOLE_MARKER}"):
+    if storage.exists(key):
         return
-    for image in scanned.files:
-        storage.put_file(Path(scanned.root) / image.path, f"{key}/{image.path}")
-    storage.put_bytes(scanned.sha256.encode(), f"{key}/{WHOLE_MARKER}")
+    with tempfile.TemporaryDirectory(prefix="tlbench-dataset-") as folder:
+        archive = Path(folder) / ARCHIVE_NAME
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+            for image in scanned.files:
+                zipped.write(Path(scanned.root) / image.path, image.path)
+        storage.put_file(archive, key)
 
 
 def fetch_dataset(storage: Storage, dataset: ScannedDataset, cache_root: Path) -> Path:
     """This host's copy of a stored dataset, under cache_root/datasets/<sha256>: downloaded once per host,
-    checked against its sha256 before it is used."""
+    unpacked with the checks of an upload, and checked against its sha256 before it is used."""
     key = stored_dataset_key(dataset.sha256)
 
-    def hashes_as_registered(folder: Path) -> None:
+    def unpacked_as_registered(folder: Path) -> None:
+        archive = folder / ARCHIVE_NAME
+        with zipfile.ZipFile(archive) as zipped:
+            size = sum(entry.file_size for entry in zipped.infolist())
+        _extract_checked(archive, folder, max_total_bytes=size, max_ratio=1.0)
+        archive.unlink()
         found = scan_dataset(folder).sha256
         if found != dataset.sha256:
             raise DatasetCorrupt(f"the dataset fetched from {storage.shown}/{key} hashes to {found}, not "
-                                 f"{dataset.sha256}: its files changed in the storage")
+                                 f"{dataset.sha256}: it changed in the storage")
 
-    return storage.fetch_once({f"{key}/{image.path}": image.path for image in dataset.files},
-                              Path(cache_root) / STORED_DATASETS_FOLDER / dataset.sha256, hashes_as_registered)
+    return storage.fetch_once({key: ARCHIVE_NAME}, Path(cache_root) / STORED_DATASETS_FOLDER / dataset.sha256,
+                              unpacked_as_registered)

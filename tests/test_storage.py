@@ -169,3 +169,26 @@ def test_no_answer_of_the_api_carries_the_storage_credentials(object_store_clien
                   "/api/v1/backbones", "/api/v1/openapi.json", "/api/v1/jobs/1/artifacts"):
         body = object_store_client.get(route).get_data(as_text=True)
         assert secret not in body and key_id not in body, route
+
+
+def test_a_dataset_is_stored_once_and_a_host_trains_from_a_copy_that_hashes_as_registered(storage, tmp_path):
+    from jobs.datasets import DatasetCorrupt, fetch_dataset, scan_dataset, store_dataset, stored_dataset_key
+    from testsupport.images import make_image_folder
+
+    scanned = scan_dataset(make_image_folder(tmp_path / "faces", classes=2, per_class=3))
+    store_dataset(storage, scanned)
+    store_dataset(storage, scanned)  # already there: nothing stored again
+    assert list(storage.files("datasets")) == [f"{scanned.sha256}.zip"]
+
+    copy = fetch_dataset(storage, scanned, tmp_path / "cache")
+    assert scan_dataset(copy).sha256 == scanned.sha256 and copy == tmp_path / "cache" / "datasets" / scanned.sha256
+    assert fetch_dataset(storage, scanned, tmp_path / "cache") == copy  # once per host
+
+    other = scan_dataset(make_image_folder(tmp_path / "other", classes=3, per_class=2))
+    store_dataset(storage, other)
+    with storage.open(stored_dataset_key(other.sha256)) as stream:  # the store's archive replaced by another's
+        (tmp_path / "other.zip").write_bytes(stream.read())
+    storage.put_file(tmp_path / "other.zip", stored_dataset_key(scanned.sha256))
+    with pytest.raises(DatasetCorrupt, match=f"hashes to {other.sha256}, not {scanned.sha256}"):
+        fetch_dataset(storage, scanned, tmp_path / "another-host-cache")
+    assert not (tmp_path / "another-host-cache" / "datasets" / scanned.sha256).exists()
