@@ -189,16 +189,16 @@ def _run_attempt(database: Database, settings: Settings, job_id: int, attempt: i
     def offer(count: int) -> None:
         enqueue_trial_helpers(app, job_id, attempt, pool, count)
 
-    # Idle workers help with the trials only where they share the job's folder (the storage is the home):
-    # with another storage each host has a folder of its own, so the owner trains every trial itself.
     mirror = None
     try:
         if not resumes:
             remove_earlier_attempts(settings.job_artifact_dir(job_id), attempt)
         mirror = _mirror_in_storage(settings, job_id, resumes)
+        # Idle workers help with the trials only where they share the job's folder (the storage is the home):
+        # with another storage each host has a folder of its own, so the owner trains every trial itself.
         reporter = DatabaseReporter(database, job_id, attempt, worker_name, settings.liveness.job_lost_after_seconds,
-                                    offer=offer if settings.storage_is_home else None,
-                                    keep_checkpoint=mirror and mirror.sync_if_due)
+                                    offer=offer if mirror is None else None,
+                                    keep_checkpoint=mirror.sync_if_due if mirror is not None else None)
         with heartbeat_thread(reporter, settings.liveness.job_beat_seconds):
             summary = _train(database, settings, job_id, reporter)
             store_artifacts(mirror)
